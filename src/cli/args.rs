@@ -1,0 +1,165 @@
+//! The command line as typed (clap definitions).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "snap",
+    version,
+    about = "Encrypted, deduplicating backups for Supabase projects and files"
+)]
+pub struct Cli {
+    /// Repository location (a local directory)
+    #[arg(short = 'r', long, env = "SNAP_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// Machine-readable JSON on standard output
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress or notes on standard error
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Open the repository with an exported master key instead of a password
+    #[arg(long, env = "SNAP_MASTER_KEY_FILE", global = true, value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// How long to wait for a conflicting lock, in seconds
+    #[arg(long, default_value_t = 300, global = true, value_name = "SECONDS")]
+    pub lock_wait: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository
+    Init(InitArgs),
+    /// Back up files, standard input, or a command's output into a new snapshot
+    Create(CreateArgs),
+    /// List snapshots, oldest first
+    Snapshots,
+    /// List the files of a snapshot
+    Ls {
+        /// Snapshot id (unique prefix of 6+ hex digits) or `latest`
+        snapshot: String,
+        /// Directory inside the snapshot
+        path: Option<String>,
+    },
+    /// Show what changed between two snapshots
+    Diff { first: String, second: String },
+    /// Repository statistics
+    Stats,
+    /// Restore a snapshot's files into a directory
+    Restore(RestoreArgs),
+    /// Write one file of a snapshot to standard output
+    Dump { snapshot: String, path: String },
+    /// Verify the repository's structure and, optionally, its data
+    Check(CheckArgs),
+    /// Rebuild damaged repository metadata
+    #[command(subcommand)]
+    Repair(RepairCommand),
+    /// Manage the passwords (keys) that open the repository
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Remove stale locks (or all locks with --remove-all)
+    Unlock {
+        #[arg(long)]
+        remove_all: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Argon2id memory per key derivation, in KiB
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub kdf_memory: u32,
+    /// Argon2id iterations (default: tuned to about half a second here)
+    #[arg(long)]
+    pub kdf_iterations: Option<u32>,
+    /// Target pack size in MiB
+    #[arg(long, default_value_t = 16)]
+    pub pack_size: u32,
+    /// zstd compression level (1-22)
+    #[arg(long, default_value_t = 3)]
+    pub compression: i32,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Files and directories to back up
+    pub paths: Vec<PathBuf>,
+    /// Store standard input as one file called NAME
+    #[arg(long, value_name = "NAME", conflicts_with = "stdin_from_command")]
+    pub stdin: Option<String>,
+    /// Store the output of the command after `--` as NAME; no snapshot if it fails
+    #[arg(long, value_name = "NAME")]
+    pub stdin_from_command: Option<String>,
+    /// The command for --stdin-from-command
+    #[arg(last = true)]
+    pub command: Vec<String>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this host)
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Time to record instead of now (RFC 3339, or "YYYY-MM-DD HH:MM:SS" local)
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Leave out matching paths (a pattern with / matches the absolute path,
+    /// one without matches any name)
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id (unique prefix of 6+ hex digits) or `latest`
+    pub snapshot: String,
+    /// Directory to restore into (created if missing)
+    #[arg(long)]
+    pub target: PathBuf,
+    /// Restore only paths matching this glob (repeatable)
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub include: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Read and verify every pack
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read and verify a random share of the packs, e.g. 10%
+    #[arg(long, value_name = "PERCENT")]
+    pub read_data_subset: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the pack headers
+    Index,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a password (from SNAP_NEW_PASSWORD_FILE / SNAP_NEW_PASSWORD, or asked)
+    Add {
+        #[arg(long, default_value_t = 64 * 1024)]
+        kdf_memory: u32,
+        #[arg(long)]
+        kdf_iterations: Option<u32>,
+    },
+    /// List the keys
+    List,
+    /// Remove a key by id (prefix)
+    Remove { id: String },
+    /// Change the password that opened the repository
+    Passwd {
+        #[arg(long, default_value_t = 64 * 1024)]
+        kdf_memory: u32,
+        #[arg(long)]
+        kdf_iterations: Option<u32>,
+    },
+    /// Print the master key for a paper copy (keep it safe: it opens the repository)
+    Export,
+}

@@ -1,0 +1,725 @@
+//! The command line: parse, turn arguments into engine calls, render.
+//! Knows nothing of the repository format.
+
+pub mod args;
+pub mod output;
+pub mod password;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::json;
+
+use crate::repo::archiver::SnapshotMeta;
+use crate::repo::backend::{open_location, Backend};
+use crate::repo::crypto::{KdfParams, MasterKey};
+use crate::repo::format::snapshot::Source;
+use crate::repo::lock::{self, LockGuard, LockKind};
+use crate::repo::ops::{check, create, diff, repair, restore, stats, walk};
+use crate::repo::repository::{InitOptions, Repository};
+use crate::repo::saver::Progress;
+use crate::repo::Error;
+use args::{Cli, Command, KeyCommand, RepairCommand};
+use output::{bytes, exit, local_time, Output, ProgressDisplay};
+
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError {
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
+    fn new(code: i32, message: impl Into<String>) -> CliError {
+        CliError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> CliError {
+        let code = match &e {
+            Error::NoRepository(_) => exit::NO_REPOSITORY,
+            Error::WrongPassword | Error::WrongMasterKey => exit::WRONG_PASSWORD,
+            Error::Locked(_) => exit::LOCKED,
+            Error::SnapshotNotFound(_) | Error::AmbiguousSnapshot(_) | Error::PathNotFound(_) => {
+                exit::NOT_FOUND
+            }
+            Error::Invalid(_) => exit::USAGE,
+            e if e.is_integrity() => exit::INTEGRITY,
+            _ => exit::ERROR,
+        };
+        CliError {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+type CliResult = Result<i32, CliError>;
+
+/// Parse arguments, run, and return the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let out = Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    match run(&cli, out) {
+        Ok(code) => code,
+        Err(e) => {
+            if out.json {
+                out.json(&json!({"error": e.message, "exit_code": e.code}));
+            }
+            eprintln!("snap: error: {}", e.message);
+            e.code
+        }
+    }
+}
+
+struct Context<'a> {
+    cli: &'a Cli,
+    out: Output,
+}
+
+impl Context<'_> {
+    fn backend(&self) -> Result<Arc<dyn Backend>, CliError> {
+        let loc = self.cli.repo.as_deref().ok_or_else(|| {
+            CliError::usage("no repository given: use --repo or set SNAP_REPOSITORY")
+        })?;
+        Ok(Arc::from(open_location(loc).map_err(Error::from)?))
+    }
+
+    fn open(&self) -> Result<Arc<Repository>, CliError> {
+        let backend = self.backend()?;
+        let repo = match &self.cli.master_key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
+                let key = MasterKey::import_text(&text).map_err(CliError::usage)?;
+                Repository::open_with_master_key(backend, key)?
+            }
+            None => {
+                // Fail on a missing repository before asking for a password.
+                if backend
+                    .read(crate::repo::backend::FileKind::Config, "config")
+                    .is_err()
+                {
+                    return Err(Error::NoRepository(backend.location()).into());
+                }
+                let pw = password::repository_password()?;
+                Repository::open(backend, &pw)?
+            }
+        };
+        Ok(Arc::new(repo))
+    }
+
+    fn lock(
+        &self,
+        repo: &Repository,
+        kind: LockKind,
+        purpose: &str,
+    ) -> Result<LockGuard, CliError> {
+        let out = self.out;
+        Ok(lock::acquire(
+            repo,
+            kind,
+            purpose,
+            Duration::from_secs(self.cli.lock_wait),
+            &mut |msg| out.note(&format!("snap: {msg}")),
+        )?)
+    }
+}
+
+fn kdf(memory: u32, iterations: Option<u32>) -> Result<KdfParams, CliError> {
+    let p = match iterations {
+        Some(i) => KdfParams {
+            memory_kib: memory,
+            iterations: i,
+            parallelism: 1,
+        },
+        None => KdfParams::tune(memory, Duration::from_millis(500)),
+    };
+    p.validate().map_err(CliError::usage)?;
+    Ok(p)
+}
+
+fn run(cli: &Cli, out: Output) -> CliResult {
+    let ctx = Context { cli, out };
+    match &cli.command {
+        Command::Init(a) => cmd_init(&ctx, a),
+        Command::Create(a) => cmd_create(&ctx, a),
+        Command::Snapshots => cmd_snapshots(&ctx),
+        Command::Ls { snapshot, path } => cmd_ls(&ctx, snapshot, path.as_deref()),
+        Command::Diff { first, second } => cmd_diff(&ctx, first, second),
+        Command::Stats => cmd_stats(&ctx),
+        Command::Restore(a) => cmd_restore(&ctx, a),
+        Command::Dump { snapshot, path } => cmd_dump(&ctx, snapshot, path),
+        Command::Check(a) => cmd_check(&ctx, a),
+        Command::Repair(RepairCommand::Index) => cmd_repair_index(&ctx),
+        Command::Key(k) => cmd_key(&ctx, k),
+        Command::Unlock { remove_all } => {
+            let repo = ctx.open()?;
+            let removed = lock::unlock(&repo, *remove_all)?;
+            if out.json {
+                out.json(&json!({"removed": removed}));
+            } else {
+                println!("removed {} lock(s)", removed.len());
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn cmd_init(ctx: &Context, a: &args::InitArgs) -> CliResult {
+    let backend = ctx.backend()?;
+    let kdf = kdf(a.kdf_memory, a.kdf_iterations)?;
+    if !(1..=1024).contains(&a.pack_size) {
+        return Err(CliError::usage(
+            "--pack-size must be between 1 and 1024 MiB",
+        ));
+    }
+    let pw = password::new_password(true)?;
+    let repo = Repository::init(
+        backend,
+        &pw,
+        &InitOptions {
+            kdf,
+            pack_size: a.pack_size * 1024 * 1024,
+            compression_level: a.compression,
+        },
+    )?;
+    if ctx.out.json {
+        ctx.out
+            .json(&json!({"id": repo.config().id, "location": repo.backend().location()}));
+    } else {
+        println!(
+            "created repository {} at {}",
+            repo.config().id.short(),
+            repo.backend().location()
+        );
+        println!(
+            "Keep the password safe: without it (or `snap key export`) the data cannot be read."
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, CliError> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
+        if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
+            if let Some(t) = naive.and_local_timezone(chrono::Local).earliest() {
+                return Ok(t.with_timezone(&chrono::Utc));
+            }
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if let Some(t) = d
+            .and_hms_opt(0, 0, 0)
+            .and_then(|n| n.and_local_timezone(chrono::Local).earliest())
+        {
+            return Ok(t.with_timezone(&chrono::Utc));
+        }
+    }
+    Err(CliError::usage(format!(
+        "cannot parse time {s:?}: use RFC 3339 or \"YYYY-MM-DD HH:MM:SS\""
+    )))
+}
+
+fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
+    let modes = [
+        !a.paths.is_empty(),
+        a.stdin.is_some(),
+        a.stdin_from_command.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if modes != 1 {
+        return Err(CliError::usage(
+            "give PATHs, or --stdin NAME, or --stdin-from-command NAME -- COMMAND",
+        ));
+    }
+    if a.stdin_from_command.is_some() == a.command.is_empty() {
+        return Err(CliError::usage("--stdin-from-command NAME needs a command after --, and a command needs --stdin-from-command"));
+    }
+    let time = a.time.as_deref().map(parse_time).transpose()?;
+    let repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, LockKind::Shared, "create")?;
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::start(ctx.out, progress.clone());
+    let mut meta = SnapshotMeta {
+        time,
+        host: a.host.clone(),
+        tags: a.tags.clone(),
+        source: Source::Stdin {
+            name: String::new(),
+        },
+        extra: serde_json::Value::Null,
+    };
+    let report = if let Some(name) = &a.stdin {
+        meta.source = Source::Stdin { name: name.clone() };
+        create::create_from_reader(repo.clone(), progress, name, std::io::stdin().lock(), meta)?
+    } else if let Some(name) = &a.stdin_from_command {
+        meta.source = Source::Command {
+            name: name.clone(),
+            command: a.command.clone(),
+        };
+        create::create_from_command(repo.clone(), progress, name, &a.command, meta)?
+    } else {
+        let abs: Vec<String> = a
+            .paths
+            .iter()
+            .map(|p| {
+                std::fs::canonicalize(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        meta.source = Source::Paths { paths: abs };
+        let excludes = create::Excludes::new(&a.excludes)?;
+        create::create_from_paths(repo.clone(), progress, &a.paths, &excludes, meta)?
+    };
+    drop(display);
+    let s = &report.snapshot.summary;
+    for w in &report.warnings {
+        eprintln!("snap: warning: {w}");
+    }
+    if ctx.out.json {
+        ctx.out.json(&json!({
+            "snapshot_id": report.id,
+            "time": report.snapshot.time,
+            "files": s.files,
+            "dirs": s.dirs,
+            "bytes_read": s.bytes_read,
+            "bytes_added": s.bytes_added,
+            "chunks_total": s.chunks_total,
+            "chunks_new": s.chunks_new,
+            "duration_s": s.duration_s,
+            "warnings": report.warnings,
+        }));
+    } else if !ctx.out.quiet {
+        println!(
+            "snapshot {} saved: {} files, {} dirs, {} read, {} added ({} of {} chunks new) in {:.2}s",
+            report.id.short(),
+            s.files,
+            s.dirs,
+            bytes(s.bytes_read),
+            bytes(s.bytes_added),
+            s.chunks_new,
+            s.chunks_total,
+            s.duration_s
+        );
+    }
+    if report.warnings.is_empty() {
+        Ok(exit::OK)
+    } else {
+        eprintln!(
+            "snap: {} entries could not be read; the snapshot lacks them",
+            report.warnings.len()
+        );
+        Ok(exit::PARTIAL)
+    }
+}
+
+fn cmd_snapshots(ctx: &Context) -> CliResult {
+    let repo = ctx.open()?;
+    let (snaps, bad) = repo.list_snapshots()?;
+    for (name, e) in &bad {
+        eprintln!("snap: warning: snapshot {name} cannot be read: {e}");
+    }
+    if ctx.out.json {
+        let arr: Vec<_> = snaps
+            .iter()
+            .map(|(id, s)| {
+                json!({"id": id, "short_id": id.short(), "time": s.time, "host": s.host, "username": s.username,
+                       "tags": s.tags, "source": s.source, "tree": s.tree, "summary": s.summary})
+            })
+            .collect();
+        ctx.out.json(&serde_json::Value::Array(arr));
+    } else {
+        println!(
+            "{:<10} {:<19} {:<16} {:>10}  {:<12} source",
+            "id", "time", "host", "size", "tags"
+        );
+        for (id, s) in &snaps {
+            println!(
+                "{:<10} {:<19} {:<16} {:>10}  {:<12} {}",
+                id.short(),
+                local_time(&s.time),
+                s.host,
+                bytes(s.summary.bytes_read),
+                s.tags.join(","),
+                s.source.describe()
+            );
+        }
+        println!("{} snapshot(s)", snaps.len());
+    }
+    Ok(if bad.is_empty() {
+        exit::OK
+    } else {
+        exit::INTEGRITY
+    })
+}
+
+fn cmd_ls(ctx: &Context, spec: &str, path: Option<&str>) -> CliResult {
+    let repo = ctx.open()?;
+    repo.load_index()?;
+    let (_, snap) = repo.find_snapshot(spec)?;
+    let comps = walk::split_path(path.unwrap_or("/"));
+    let start = match walk::find_node(&repo, &snap.tree, &comps)? {
+        None => snap.tree,
+        Some(n) => n.subtree.ok_or_else(|| {
+            CliError::new(
+                exit::NOT_FOUND,
+                format!("{} is not a directory", path.unwrap_or_default()),
+            )
+        })?,
+    };
+    let mut rows = Vec::new();
+    let mut prefix = comps.clone();
+    walk::visit(&repo, &start, &mut prefix, &mut |p, n| {
+        let path = format!("/{}", crate::repo::archiver::display_path(p));
+        if ctx.out.json {
+            rows.push(json!({"path": path, "type": n.kind, "size": n.size, "mode": format!("{:o}", n.mode),
+                             "mtime_ns": n.mtime_ns, "attrs": n.attrs}));
+        } else {
+            let kind = match n.kind {
+                crate::repo::format::tree::NodeKind::Dir => 'd',
+                crate::repo::format::tree::NodeKind::Symlink => 'l',
+                crate::repo::format::tree::NodeKind::File => '-',
+            };
+            let target = n
+                .target
+                .as_ref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default();
+            println!("{kind}{:04o} {:>12} {path}{target}", n.mode, n.size);
+        }
+        Ok(true)
+    })?;
+    if ctx.out.json {
+        ctx.out.json(&serde_json::Value::Array(rows));
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_diff(ctx: &Context, a: &str, b: &str) -> CliResult {
+    let repo = ctx.open()?;
+    repo.load_index()?;
+    let (_, sa) = repo.find_snapshot(a)?;
+    let (_, sb) = repo.find_snapshot(b)?;
+    let changes = diff::diff(&repo, &sa.tree, &sb.tree)?;
+    if ctx.out.json {
+        ctx.out.json(&serde_json::Value::Array(
+            changes
+                .iter()
+                .map(|(c, p)| json!({"change": c, "path": format!("/{p}")}))
+                .collect(),
+        ));
+    } else {
+        for (c, p) in &changes {
+            println!("{} /{p}", c.symbol());
+        }
+        println!("{} change(s)", changes.len());
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_stats(ctx: &Context) -> CliResult {
+    let repo = ctx.open()?;
+    let s = stats::stats(&repo)?;
+    if ctx.out.json {
+        ctx.out
+            .json(&serde_json::to_value(&s).expect("stats serialise"));
+    } else {
+        println!("snapshots:            {}", s.snapshots);
+        println!(
+            "packs:                {} ({})",
+            s.packs,
+            bytes(s.pack_bytes)
+        );
+        println!(
+            "index files:          {} ({})",
+            s.index_files,
+            bytes(s.index_bytes)
+        );
+        println!(
+            "blobs:                {} data, {} tree",
+            s.data_blobs, s.tree_blobs
+        );
+        println!(
+            "unique data:          {} raw, {} stored",
+            bytes(s.unique_raw_bytes),
+            bytes(s.unique_stored_bytes)
+        );
+        println!("all snapshots read:   {}", bytes(s.snapshots_bytes_read));
+        if s.unique_stored_bytes > 0 {
+            println!(
+                "space saving:         {:.1}x",
+                s.snapshots_bytes_read as f64 / s.pack_bytes.max(1) as f64
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_restore(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
+    let repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, LockKind::Shared, "restore")?;
+    repo.load_index()?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    ctx.out.note(&format!(
+        "restoring snapshot {} of {} into {}",
+        id.short(),
+        local_time(&snap.time),
+        a.target.display()
+    ));
+    let report = restore::restore(
+        &repo,
+        &snap,
+        &restore::RestoreOptions {
+            target: a.target.clone(),
+            include: a.include.clone(),
+        },
+    )?;
+    for e in &report.errors {
+        eprintln!("snap: error: {e}");
+    }
+    if ctx.out.json {
+        ctx.out.json(&json!({"snapshot_id": id, "files": report.files, "dirs": report.dirs, "symlinks": report.symlinks,
+                             "bytes": report.bytes, "errors": report.errors}));
+    } else if !ctx.out.quiet {
+        println!(
+            "restored {} files, {} dirs, {} symlinks, {}",
+            report.files,
+            report.dirs,
+            report.symlinks,
+            bytes(report.bytes)
+        );
+    }
+    if report.errors.is_empty() {
+        Ok(exit::OK)
+    } else {
+        Err(CliError::new(
+            exit::INTEGRITY,
+            format!(
+                "{} entries could not be restored (see above; run `snap check`)",
+                report.errors.len()
+            ),
+        ))
+    }
+}
+
+fn cmd_dump(ctx: &Context, spec: &str, path: &str) -> CliResult {
+    let repo = ctx.open()?;
+    let (_, snap) = repo.find_snapshot(spec)?;
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    restore::dump(&repo, &snap, path, &mut lock)?;
+    Ok(exit::OK)
+}
+
+fn cmd_check(ctx: &Context, a: &args::CheckArgs) -> CliResult {
+    let read = if a.read_data {
+        check::ReadData::All
+    } else if let Some(p) = &a.read_data_subset {
+        let n: f64 = p.trim_end_matches('%').parse().map_err(|_| {
+            CliError::usage(format!(
+                "--read-data-subset takes a percentage like 10%, not {p:?}"
+            ))
+        })?;
+        if !(0.0..=100.0).contains(&n) || n == 0.0 {
+            return Err(CliError::usage(
+                "--read-data-subset must be between 0% and 100%",
+            ));
+        }
+        check::ReadData::Subset(n / 100.0)
+    } else {
+        check::ReadData::None
+    };
+    let repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, LockKind::Shared, "check")?;
+    let report = check::check(&repo, read)?;
+    if ctx.out.json {
+        ctx.out
+            .json(&serde_json::to_value(&report).expect("report serialises"));
+    } else {
+        for w in &report.warnings {
+            eprintln!("warning: {}: {}", w.object, w.message);
+        }
+        for p in &report.problems {
+            println!("error: {}: {}", p.object, p.message);
+        }
+        println!(
+            "checked {} index files, {} packs, {} snapshots, {} trees; read {} packs ({} blobs): {} problem(s)",
+            report.index_files,
+            report.packs,
+            report.snapshots,
+            report.trees,
+            report.packs_read,
+            report.blobs_read,
+            report.problems.len()
+        );
+    }
+    if report.problems.is_empty() {
+        Ok(exit::OK)
+    } else {
+        Err(CliError::new(
+            exit::INTEGRITY,
+            format!(
+                "check found {} problem(s) in the repository",
+                report.problems.len()
+            ),
+        ))
+    }
+}
+
+fn cmd_repair_index(ctx: &Context) -> CliResult {
+    let repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, LockKind::Exclusive, "repair index")?;
+    let r = repair::repair_index(&repo)?;
+    if ctx.out.json {
+        ctx.out
+            .json(&serde_json::to_value(&r).expect("report serialises"));
+    } else {
+        for u in &r.unreadable_packs {
+            eprintln!("snap: warning: {u}");
+        }
+        println!(
+            "indexed {} blobs in {} packs: wrote {} index files, removed {}",
+            r.blobs, r.packs, r.index_files_written, r.index_files_removed
+        );
+    }
+    Ok(if r.unreadable_packs.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}
+
+fn cmd_key(ctx: &Context, k: &KeyCommand) -> CliResult {
+    let repo = ctx.open()?;
+    match k {
+        KeyCommand::Add {
+            kdf_memory,
+            kdf_iterations,
+        } => {
+            let params = kdf(*kdf_memory, *kdf_iterations)?;
+            let pw = password::new_password(false)?;
+            let name = repo.add_key(&pw, params)?;
+            if ctx.out.json {
+                ctx.out.json(&json!({"added": name}));
+            } else {
+                println!("added key {}", &name[..8]);
+            }
+        }
+        KeyCommand::List => {
+            let keys = repo.list_keys()?;
+            if ctx.out.json {
+                let arr: Vec<_> = keys
+                    .iter()
+                    .map(|k| json!({"id": k.name, "current": k.current, "created": k.file.created, "host": k.file.host,
+                                    "username": k.file.username, "kdf": k.file.kdf, "memory_kib": k.file.params.memory_kib,
+                                    "iterations": k.file.params.iterations}))
+                    .collect();
+                ctx.out.json(&serde_json::Value::Array(arr));
+            } else {
+                println!("  {:<10} {:<19} {:<16} user", "id", "created", "host");
+                for k in &keys {
+                    println!(
+                        "{} {:<10} {:<19} {:<16} {}",
+                        if k.current { '*' } else { ' ' },
+                        &k.name[..8],
+                        local_time(&k.file.created),
+                        k.file.host,
+                        k.file.username
+                    );
+                }
+            }
+        }
+        KeyCommand::Remove { id } => {
+            if repo
+                .current_key_name()
+                .is_some_and(|c| c.starts_with(id.as_str()))
+            {
+                return Err(CliError::usage("refusing to remove the key you opened the repository with; use another password"));
+            }
+            let name = repo.remove_key(id)?;
+            if ctx.out.json {
+                ctx.out.json(&json!({"removed": name}));
+            } else {
+                println!("removed key {}", &name[..8]);
+            }
+        }
+        KeyCommand::Passwd {
+            kdf_memory,
+            kdf_iterations,
+        } => {
+            let params = kdf(*kdf_memory, *kdf_iterations)?;
+            let Some(old) = repo.current_key_name().map(str::to_string) else {
+                return Err(CliError::usage(
+                    "opened with the master key: use `snap key add` to set a password",
+                ));
+            };
+            let pw = password::new_password(false)?;
+            let name = repo.add_key(&pw, params)?;
+            repo.backend()
+                .delete(crate::repo::backend::FileKind::Key, &old)
+                .map_err(Error::from)?;
+            if ctx.out.json {
+                ctx.out.json(&json!({"added": name, "removed": old}));
+            } else {
+                println!(
+                    "password changed (key {} replaced by {})",
+                    &old[..8],
+                    &name[..8]
+                );
+            }
+        }
+        KeyCommand::Export => {
+            if std::io::stdout().is_terminal() {
+                eprintln!(
+                    "This master key opens the repository without any password. Store it offline."
+                );
+            }
+            let text = repo.key().export_text();
+            if ctx.out.json {
+                ctx.out.json(&json!({"master_key": text}));
+            } else {
+                println!("{text}");
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Used by `snap restore` to resolve a relative target for messages.
+pub fn absolute(p: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}

@@ -1,0 +1,117 @@
+//! Rendering: human text, `--json`, progress bars, exit codes.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::repo::saver::Progress;
+
+/// Exit codes, documented in docs/CLI.md.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const PARTIAL: i32 = 3;
+    pub const NO_REPOSITORY: i32 = 10;
+    pub const WRONG_PASSWORD: i32 = 11;
+    pub const LOCKED: i32 = 12;
+    pub const INTEGRITY: i32 = 13;
+    pub const NOT_FOUND: i32 = 14;
+}
+
+#[derive(Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Output {
+    pub fn progress_enabled(&self) -> bool {
+        !self.json && !self.quiet && std::io::stderr().is_terminal()
+    }
+
+    pub fn json(&self, value: &serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("json serialises")
+        );
+    }
+
+    pub fn note(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// A progress line on stderr while a create runs; nothing when not a terminal.
+pub struct ProgressDisplay {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl ProgressDisplay {
+    pub fn start(out: Output, progress: Arc<Progress>) -> ProgressDisplay {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = out.progress_enabled().then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                        .expect("valid template"),
+                );
+                let started = std::time::Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let read = Progress::get(&progress.bytes_read);
+                    let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    bar.set_message(format!(
+                        "{} files, {} read ({}/s), {} added, {} of {} chunks new",
+                        Progress::get(&progress.files),
+                        bytes(read),
+                        bytes(rate as u64),
+                        bytes(Progress::get(&progress.bytes_added)),
+                        Progress::get(&progress.chunks_new),
+                        Progress::get(&progress.chunks),
+                    ));
+                    bar.tick();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                bar.finish_and_clear();
+            })
+        });
+        ProgressDisplay { stop, handle }
+    }
+}
+
+impl Drop for ProgressDisplay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+pub fn local_time(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}

@@ -1,0 +1,350 @@
+//! Building a snapshot from a stream of entries.
+//!
+//! Callers add files, directories and symlinks in depth-first order with
+//! each directory's entries sorted by name (the order `walkdir` with
+//! `sort_by_file_name` yields). A builder thread assembles trees as
+//! directories close, waiting on chunk tickets while the caller keeps
+//! reading: only open directories are held in memory, never the whole tree.
+//! The snapshot file is written last, after every pack and index it needs is
+//! durable.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{bounded, Sender};
+
+use super::chunker::Chunker;
+use super::error::{Error, Result};
+use super::format::blob::BlobType;
+use super::format::snapshot::{Snapshot, Source, Summary, SNAPSHOT_VERSION};
+use super::format::tree::{Node, NodeKind, Tree};
+use super::id::Id;
+use super::repository::Repository;
+use super::saver::{BlobSaver, Progress, Ticket};
+use super::sysinfo;
+
+/// Everything a snapshot records besides its tree and summary.
+#[derive(Debug, Clone)]
+pub struct SnapshotMeta {
+    pub time: Option<DateTime<Utc>>,
+    pub host: Option<String>,
+    pub tags: Vec<String>,
+    pub source: Source,
+    pub extra: serde_json::Value,
+}
+
+enum Event {
+    Dir(Vec<Vec<u8>>, Node),
+    Leaf(Vec<Vec<u8>>, Node, Vec<Ticket>),
+}
+
+struct OpenDir {
+    name: Vec<u8>,
+    node: Option<Node>,
+    children: Vec<Node>,
+}
+
+#[derive(Default)]
+struct TreeStats {
+    files: u64,
+    dirs: u64,
+}
+
+pub struct SnapshotWriter {
+    repo: Arc<Repository>,
+    saver: Option<Arc<BlobSaver>>,
+    events: Option<Sender<Event>>,
+    builder: Option<JoinHandle<Result<(Id, TreeStats)>>>,
+    chunkers: HashMap<String, Chunker>,
+    progress: Arc<Progress>,
+    started: Instant,
+}
+
+impl SnapshotWriter {
+    pub fn new(repo: Arc<Repository>, progress: Arc<Progress>) -> Result<SnapshotWriter> {
+        repo.load_index()?;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let saver = Arc::new(BlobSaver::new(repo.clone(), progress.clone(), threads));
+        let (tx, rx) = bounded::<Event>(1024);
+        let builder = {
+            let saver = saver.clone();
+            let progress = progress.clone();
+            std::thread::spawn(move || build_trees(&saver, &progress, rx))
+        };
+        Ok(SnapshotWriter {
+            repo,
+            saver: Some(saver),
+            events: Some(tx),
+            builder: Some(builder),
+            chunkers: HashMap::new(),
+            progress,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    fn saver(&self) -> &BlobSaver {
+        self.saver.as_ref().expect("writer used after finish")
+    }
+
+    fn send(&mut self, ev: Event) -> Result<()> {
+        if self
+            .events
+            .as_ref()
+            .expect("writer used after finish")
+            .send(ev)
+            .is_err()
+        {
+            // The builder stopped: its own error is the one to report.
+            return Err(self
+                .join_builder()
+                .err()
+                .unwrap_or_else(|| Error::Invalid("tree builder stopped".into())));
+        }
+        Ok(())
+    }
+
+    /// Add a file, streaming `reader` through the chunker. Returns the bytes
+    /// read. `node.size` is set from what was actually read.
+    pub fn add_file(
+        &mut self,
+        path: Vec<Vec<u8>>,
+        mut node: Node,
+        reader: impl Read,
+        profile: &str,
+    ) -> Result<u64> {
+        if !self.chunkers.contains_key(profile) {
+            let c = self.repo.chunker(profile)?;
+            self.chunkers.insert(profile.to_string(), c);
+        }
+        let chunker = self.chunkers[profile].clone();
+        let mut tickets = Vec::new();
+        let mut size = 0u64;
+        for chunk in chunker.stream(reader) {
+            let chunk = chunk.map_err(|e| Error::io(display_path(&path), e))?;
+            size += chunk.len() as u64;
+            self.progress
+                .bytes_read
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            tickets.push(self.saver().submit(chunk, BlobType::Data)?);
+            if self.saver().failed() {
+                break;
+            }
+        }
+        node.kind = NodeKind::File;
+        node.size = size;
+        self.send(Event::Leaf(path, node, tickets))?;
+        Ok(size)
+    }
+
+    /// Add a directory with its metadata; its entries must follow.
+    /// Directories named only as parents of other entries get default metadata.
+    pub fn add_dir(&mut self, path: Vec<Vec<u8>>, mut node: Node) -> Result<()> {
+        node.kind = NodeKind::Dir;
+        self.send(Event::Dir(path, node))
+    }
+
+    pub fn add_symlink(&mut self, path: Vec<Vec<u8>>, mut node: Node) -> Result<()> {
+        node.kind = NodeKind::Symlink;
+        if node.target.is_none() {
+            return Err(Error::Invalid(format!(
+                "symlink {} has no target",
+                display_path(&path)
+            )));
+        }
+        self.send(Event::Leaf(path, node, Vec::new()))
+    }
+
+    fn join_builder(&mut self) -> Result<(Id, TreeStats)> {
+        drop(self.events.take());
+        match self.builder.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::Invalid("tree builder panicked".into()))),
+            None => Err(Error::Invalid("tree builder already finished".into())),
+        }
+    }
+
+    /// Close every tree, wait for all data to be durable, then write the
+    /// snapshot file.
+    pub fn finish(mut self, meta: SnapshotMeta) -> Result<(Id, Snapshot)> {
+        let built = self.join_builder();
+        let saver = Arc::try_unwrap(self.saver.take().expect("saver present"))
+            .map_err(|_| Error::Invalid("blob saver still shared".into()))?;
+        let saved = saver.finish();
+        let (root, stats) = built?;
+        saved?;
+        let p = &self.progress;
+        let mut snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            time: meta.time.unwrap_or_else(Utc::now),
+            host: meta.host.unwrap_or_else(sysinfo::hostname),
+            username: sysinfo::username(),
+            tags: meta.tags,
+            source: meta.source,
+            tree: root,
+            summary: Summary {
+                files: stats.files,
+                dirs: stats.dirs,
+                bytes_read: Progress::get(&p.bytes_read),
+                bytes_added: Progress::get(&p.bytes_added),
+                chunks_total: Progress::get(&p.chunks),
+                chunks_new: Progress::get(&p.chunks_new),
+                duration_s: 0.0,
+            },
+            extra: meta.extra,
+            lost: Vec::new(),
+            original: None,
+        };
+        snapshot.summary.duration_s =
+            (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        let id = self.repo.write_snapshot(&snapshot)?;
+        Ok((id, snapshot))
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if self.builder.is_some() {
+            let _ = self.join_builder();
+        }
+    }
+}
+
+pub fn display_path(path: &[Vec<u8>]) -> String {
+    path.iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn build_trees(
+    saver: &BlobSaver,
+    progress: &Progress,
+    events: crossbeam_channel::Receiver<Event>,
+) -> Result<(Id, TreeStats)> {
+    let mut stack = vec![OpenDir {
+        name: Vec::new(),
+        node: None,
+        children: Vec::new(),
+    }];
+    let mut stats = TreeStats::default();
+    for ev in events {
+        let (path, is_dir) = match &ev {
+            Event::Dir(p, _) => (p, true),
+            Event::Leaf(p, _, _) => (p, false),
+        };
+        if path.is_empty()
+            || path
+                .iter()
+                .any(|c| c.is_empty() || c == b"." || c == b".." || c.contains(&b'/'))
+        {
+            return Err(Error::Invalid(format!(
+                "invalid path {:?} in snapshot",
+                display_path(path)
+            )));
+        }
+        let parents = &path[..path.len() - 1];
+        let common = stack[1..]
+            .iter()
+            .zip(parents)
+            .take_while(|(d, c)| &d.name == *c)
+            .count();
+        while stack.len() - 1 > common {
+            close_dir(&mut stack, saver, &mut stats)?;
+        }
+        for c in &parents[common..] {
+            stack.push(OpenDir {
+                name: c.clone(),
+                node: None,
+                children: Vec::new(),
+            });
+        }
+        let name = path.last().expect("non-empty path").clone();
+        match ev {
+            Event::Dir(_, node) => {
+                let _ = is_dir;
+                stack.push(OpenDir {
+                    name,
+                    node: Some(node),
+                    children: Vec::new(),
+                });
+            }
+            Event::Leaf(p, mut node, tickets) => {
+                for t in tickets {
+                    let saved = t
+                        .recv()
+                        .map_err(|_| Error::Invalid("blob saver stopped".into()))??;
+                    node.content.push(saved.id);
+                }
+                if node.kind == NodeKind::File {
+                    stats.files += 1;
+                    progress.files.fetch_add(1, Ordering::Relaxed);
+                }
+                let (n, raw) = super::format::tree::encode_name(&name);
+                node.name = n;
+                node.name_raw = raw;
+                push_child(stack.last_mut().expect("root present"), node, &p)?;
+            }
+        }
+    }
+    while stack.len() > 1 {
+        close_dir(&mut stack, saver, &mut stats)?;
+    }
+    let root = stack.pop().expect("root present");
+    let id = saver.save_tree(
+        Tree {
+            nodes: root.children,
+        }
+        .encode(),
+    )?;
+    Ok((id, stats))
+}
+
+fn push_child(dir: &mut OpenDir, node: Node, path: &[Vec<u8>]) -> Result<()> {
+    if let Some(last) = dir.children.last() {
+        if last.name_bytes() >= node.name_bytes() {
+            return Err(Error::Invalid(format!(
+                "{} was added out of order or twice (entries must come sorted, depth first)",
+                display_path(path)
+            )));
+        }
+    }
+    dir.children.push(node);
+    Ok(())
+}
+
+fn close_dir(stack: &mut Vec<OpenDir>, saver: &BlobSaver, stats: &mut TreeStats) -> Result<()> {
+    let dir = stack.pop().expect("non-root dir");
+    let id = saver.save_tree(
+        Tree {
+            nodes: dir.children,
+        }
+        .encode(),
+    )?;
+    let mut node = dir
+        .node
+        .unwrap_or_else(|| Node::new(&dir.name, NodeKind::Dir));
+    let (n, raw) = super::format::tree::encode_name(&dir.name);
+    node.name = n;
+    node.name_raw = raw;
+    node.kind = NodeKind::Dir;
+    node.subtree = Some(id);
+    stats.dirs += 1;
+    let parent_path: Vec<Vec<u8>> = stack[1..]
+        .iter()
+        .map(|d| d.name.clone())
+        .chain(std::iter::once(dir.name))
+        .collect();
+    push_child(stack.last_mut().expect("root present"), node, &parent_path)
+}

@@ -1,0 +1,231 @@
+//! A repository in a local directory.
+//!
+//! Writes go to a temporary name in the destination directory, are fsynced,
+//! renamed into place, and the directory is fsynced, so a crash leaves either
+//! the whole file or none (plus perhaps a `.tmp-` file that listing ignores).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Backend, BackendError, BackendResult, FileInfo, FileKind};
+
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+const TMP_PREFIX: &str = ".tmp-";
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
+        LocalBackend { root: root.into() }
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        match kind {
+            FileKind::Config => self.root.join("config"),
+            FileKind::Pack => self
+                .root
+                .join("data")
+                .join(name.get(..2).unwrap_or("00"))
+                .join(name),
+            _ => self.root.join(kind.dir()).join(name),
+        }
+    }
+
+    fn io_err(path: &Path, e: io::Error) -> BackendError {
+        if e.kind() == io::ErrorKind::NotFound {
+            BackendError::NotFound(path.display().to_string())
+        } else {
+            BackendError::Io {
+                path: path.display().to_string(),
+                source: e,
+            }
+        }
+    }
+
+    fn list_dir(dir: &Path, out: &mut Vec<FileInfo>) -> BackendResult<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Self::io_err(dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Self::io_err(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = entry
+                .metadata()
+                .map_err(|e| Self::io_err(&entry.path(), e))?;
+            if meta.is_file() {
+                out.push(FileInfo {
+                    name,
+                    size: meta.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> BackendResult<()> {
+        if self.root.join("config").exists() {
+            return Err(BackendError::Io {
+                path: self.root.display().to_string(),
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a repository already exists here",
+                ),
+            });
+        }
+        if let Ok(mut entries) = fs::read_dir(&self.root) {
+            if entries.next().is_some() {
+                return Err(BackendError::Io {
+                    path: self.root.display().to_string(),
+                    source: io::Error::new(io::ErrorKind::AlreadyExists, "directory is not empty"),
+                });
+            }
+        }
+        for kind in [
+            FileKind::Key,
+            FileKind::Index,
+            FileKind::Snapshot,
+            FileKind::Lock,
+        ] {
+            let d = self.root.join(kind.dir());
+            fs::create_dir_all(&d).map_err(|e| Self::io_err(&d, e))?;
+        }
+        for i in 0..256 {
+            let d = self.root.join("data").join(format!("{i:02x}"));
+            fs::create_dir_all(&d).map_err(|e| Self::io_err(&d, e))?;
+        }
+        for d in [self.root.join("data"), self.root.clone()] {
+            sync_dir(&d).map_err(|e| Self::io_err(&d, e))?;
+        }
+        Ok(())
+    }
+
+    fn list(&self, kind: FileKind) -> BackendResult<Vec<FileInfo>> {
+        let mut out = Vec::new();
+        match kind {
+            FileKind::Config => {
+                if let Ok(m) = fs::metadata(self.root.join("config")) {
+                    out.push(FileInfo {
+                        name: "config".into(),
+                        size: m.len(),
+                    });
+                }
+            }
+            FileKind::Pack => {
+                let data = self.root.join("data");
+                let subdirs = match fs::read_dir(&data) {
+                    Ok(d) => d,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(Self::io_err(&data, e)),
+                };
+                for sub in subdirs {
+                    let sub = sub.map_err(|e| Self::io_err(&data, e))?;
+                    if sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        Self::list_dir(&sub.path(), &mut out)?;
+                    }
+                }
+            }
+            _ => Self::list_dir(&self.root.join(kind.dir()), &mut out)?,
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> BackendResult<Vec<u8>> {
+        let p = self.path(kind, name);
+        fs::read(&p).map_err(|e| Self::io_err(&p, e))
+    }
+
+    fn read_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> BackendResult<Vec<u8>> {
+        let p = self.path(kind, name);
+        let mut f = File::open(&p).map_err(|e| Self::io_err(&p, e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| Self::io_err(&p, e))?;
+        let mut buf = vec![0u8; length as usize];
+        f.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                BackendError::Io {
+                    path: p.display().to_string(),
+                    source: io::Error::new(e.kind(), "file is shorter than expected (truncated?)"),
+                }
+            } else {
+                Self::io_err(&p, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn size(&self, kind: FileKind, name: &str) -> BackendResult<u64> {
+        let p = self.path(kind, name);
+        Ok(fs::metadata(&p).map_err(|e| Self::io_err(&p, e))?.len())
+    }
+
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> BackendResult<()> {
+        let dest = self.path(kind, name);
+        let dir = dest
+            .parent()
+            .expect("repository paths have a parent")
+            .to_path_buf();
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(|e| Self::io_err(&dir, e))?;
+        }
+        let tmp = dir.join(format!(
+            "{TMP_PREFIX}{}",
+            crate::repo::id::Id::random().short()
+        ));
+        let result = (|| -> io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &dest)?;
+            sync_dir(&dir)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(Self::io_err(&dest, e));
+        }
+        Ok(())
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> BackendResult<()> {
+        let p = self.path(kind, name);
+        fs::remove_file(&p).map_err(|e| Self::io_err(&p, e))?;
+        if let Some(dir) = p.parent() {
+            sync_dir(dir).map_err(|e| Self::io_err(dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = super::LocalBackend::new(dir.path().join("repo"));
+        super::super::conformance::run(&b);
+    }
+}

@@ -1,0 +1,145 @@
+//! Where repository files live. A backend sees only names and opaque
+//! (already encrypted) bytes; it never holds a key.
+//!
+//! Contract every backend keeps, and the engine relies on:
+//! - `write` is atomic and durable: after it returns the file is complete
+//!   and survives a crash; a reader never sees a partial file.
+//! - Files other than `config` and locks are written once under a name
+//!   derived from their content and never modified.
+//! - `list` may omit files whose `write` has not returned.
+
+mod local;
+mod memory;
+
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+
+use std::io;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl FileKind {
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "",
+            FileKind::Key => "keys",
+            FileKind::Pack => "data",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Lock => "locks",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl BackendError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BackendError::NotFound(_))
+    }
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+pub trait Backend: Send + Sync {
+    /// Human-readable location, for messages.
+    fn location(&self) -> String;
+    /// Prepare an empty repository location; fails if one already exists.
+    fn create(&self) -> BackendResult<()>;
+    fn list(&self, kind: FileKind) -> BackendResult<Vec<FileInfo>>;
+    fn read(&self, kind: FileKind, name: &str) -> BackendResult<Vec<u8>>;
+    fn read_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> BackendResult<Vec<u8>>;
+    fn size(&self, kind: FileKind, name: &str) -> BackendResult<u64>;
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> BackendResult<()>;
+    fn delete(&self, kind: FileKind, name: &str) -> BackendResult<()>;
+}
+
+/// Open the backend a `--repo` string names.
+pub fn open_location(location: &str) -> BackendResult<Box<dyn Backend>> {
+    if location.starts_with("s3:") || location.starts_with("s3://") {
+        return Err(BackendError::Unsupported(
+            "S3 repositories are not supported by this version of snap; use a local path".into(),
+        ));
+    }
+    Ok(Box::new(LocalBackend::new(location)))
+}
+
+#[cfg(test)]
+pub(crate) mod conformance {
+    //! The suite every backend must pass.
+    use super::*;
+
+    pub fn run(b: &dyn Backend) {
+        b.create().unwrap();
+        assert!(
+            b.create().is_err(),
+            "create must refuse an existing repository"
+        );
+        assert!(b
+            .read(FileKind::Config, "config")
+            .unwrap_err()
+            .is_not_found());
+        b.write(FileKind::Config, "config", b"cfg").unwrap();
+        assert_eq!(b.read(FileKind::Config, "config").unwrap(), b"cfg");
+        b.write(FileKind::Config, "config", b"cfg2").unwrap();
+        assert_eq!(b.read(FileKind::Config, "config").unwrap(), b"cfg2");
+
+        let name = "ab".repeat(32);
+        b.write(FileKind::Pack, &name, b"0123456789").unwrap();
+        assert_eq!(b.read_range(FileKind::Pack, &name, 2, 3).unwrap(), b"234");
+        assert!(
+            b.read_range(FileKind::Pack, &name, 8, 5).is_err(),
+            "short range reads must fail"
+        );
+        assert_eq!(b.size(FileKind::Pack, &name).unwrap(), 10);
+        let list = b.list(FileKind::Pack).unwrap();
+        assert_eq!(
+            list,
+            vec![FileInfo {
+                name: name.clone(),
+                size: 10
+            }]
+        );
+        assert!(b.list(FileKind::Index).unwrap().is_empty());
+        b.delete(FileKind::Pack, &name).unwrap();
+        assert!(b.read(FileKind::Pack, &name).unwrap_err().is_not_found());
+        assert!(b.delete(FileKind::Pack, &name).unwrap_err().is_not_found());
+        for kind in [
+            FileKind::Key,
+            FileKind::Index,
+            FileKind::Snapshot,
+            FileKind::Lock,
+        ] {
+            b.write(kind, "f1", b"x").unwrap();
+            assert_eq!(b.list(kind).unwrap().len(), 1);
+        }
+    }
+}

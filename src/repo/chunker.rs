@@ -1,0 +1,286 @@
+//! Content-defined chunking: FastCDC (2020) over a key-derived gear table.
+//!
+//! The public FastCDC gear table makes cut points a function of content
+//! alone, so chunk sizes seen in the stored packs would fingerprint known
+//! files. Seeding by XOR-ing one word into the public table leaves the
+//! table's structure known. Instead all 256 gear entries come from a BLAKE3
+//! XOF keyed with the repository's chunker secret: without the key the cut
+//! points are unpredictable, and with it they are stable, so deduplication
+//! works across snapshots of one repository.
+
+use std::io::{self, Read};
+
+use serde::{Deserialize, Serialize};
+
+/// One chunk-size profile as stored in the repository config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl ChunkerParams {
+    /// Large files and objects: few chunks, small index.
+    pub const LARGE: ChunkerParams = ChunkerParams {
+        min_size: 256 * 1024,
+        avg_size: 1024 * 1024,
+        max_size: 4 * 1024 * 1024,
+    };
+    /// Table data and dumps: smaller chunks so one changed row costs less.
+    pub const SMALL: ChunkerParams = ChunkerParams {
+        min_size: 16 * 1024,
+        avg_size: 64 * 1024,
+        max_size: 256 * 1024,
+    };
+
+    pub fn validate(&self) -> Result<(), String> {
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
+        let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max_size)
+            && self.min_size <= self.avg_size
+            && self.avg_size <= self.max_size;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "chunker sizes {}/{}/{} are outside FastCDC's limits",
+                self.min_size, self.avg_size, self.max_size
+            ))
+        }
+    }
+}
+
+/// Gear tables derived from the repository's chunker secret.
+#[derive(Clone)]
+pub struct GearTables {
+    gear: Box<[u64; 256]>,
+    gear_ls: Box<[u64; 256]>,
+}
+
+impl GearTables {
+    pub fn derive(secret: &[u8; 32]) -> GearTables {
+        let mut xof = blake3::Hasher::new_keyed(secret)
+            .update(b"gear")
+            .finalize_xof();
+        let mut bytes = [0u8; 256 * 8];
+        xof.fill(&mut bytes);
+        let mut gear = Box::new([0u64; 256]);
+        let mut gear_ls = Box::new([0u64; 256]);
+        for i in 0..256 {
+            gear[i] = u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
+            gear_ls[i] = gear[i] << 1;
+        }
+        GearTables { gear, gear_ls }
+    }
+}
+
+/// A configured chunker: a profile plus the gear tables.
+#[derive(Clone)]
+pub struct Chunker {
+    params: ChunkerParams,
+    tables: GearTables,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+impl Chunker {
+    pub fn new(params: ChunkerParams, tables: GearTables) -> Chunker {
+        params
+            .validate()
+            .expect("chunker params validated when the config was read");
+        // Normalisation level 1, as the FastCDC paper recommends.
+        let bits = fastcdc::v2020::logarithm2(params.avg_size);
+        let mask_s = fastcdc::v2020::MASKS[(bits + 1) as usize];
+        let mask_l = fastcdc::v2020::MASKS[(bits - 1) as usize];
+        Chunker {
+            params,
+            tables,
+            mask_s,
+            mask_l,
+        }
+    }
+
+    pub fn params(&self) -> ChunkerParams {
+        self.params
+    }
+
+    /// Length of the first chunk of `data`. When `data` is shorter than the
+    /// maximum chunk size, the caller must either have reached end of input
+    /// or refill first, since a cut point may lie beyond what it holds.
+    pub fn cut(&self, data: &[u8]) -> usize {
+        let (_, len) = fastcdc::v2020::cut_gear(
+            data,
+            self.params.min_size as usize,
+            self.params.avg_size as usize,
+            self.params.max_size as usize,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.tables.gear,
+            &self.tables.gear_ls,
+        );
+        len
+    }
+
+    pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
+        ChunkStream {
+            chunker: self,
+            reader,
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
+        }
+    }
+}
+
+/// Iterator of owned chunks read from a stream, holding at most about two
+/// maximum-size chunks in memory.
+pub struct ChunkStream<'a, R> {
+    chunker: &'a Chunker,
+    reader: R,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl<R: Read> ChunkStream<'_, R> {
+    fn fill(&mut self) -> io::Result<()> {
+        let max = self.chunker.params.max_size as usize;
+        if self.pos > 0 && self.buf.len() - self.pos < max {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let want = 2 * max;
+        while !self.eof && self.buf.len() - self.pos < max {
+            let old = self.buf.len();
+            self.buf.resize(want.max(old + 64 * 1024), 0);
+            match self.reader.read(&mut self.buf[old..]) {
+                Ok(0) => {
+                    self.buf.truncate(old);
+                    self.eof = true;
+                }
+                Ok(n) => self.buf.truncate(old + n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old),
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Iterator for ChunkStream<'_, R> {
+    type Item = io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Err(e) = self.fill() {
+            return Some(Err(e));
+        }
+        let rest = &self.buf[self.pos..];
+        if rest.is_empty() {
+            return None;
+        }
+        let len = self.chunker.cut(rest);
+        let chunk = rest[..len].to_vec();
+        self.pos += len;
+        Some(Ok(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn small() -> ChunkerParams {
+        ChunkerParams {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+        }
+    }
+
+    #[test]
+    fn chunks_concatenate_to_input_and_respect_bounds() {
+        let data = pseudo_random(1 << 20, 7);
+        let c = Chunker::new(small(), GearTables::derive(&[1; 32]));
+        let chunks: Vec<Vec<u8>> = c.stream(&data[..]).map(|c| c.unwrap()).collect();
+        assert_eq!(chunks.concat(), data);
+        for ch in &chunks[..chunks.len() - 1] {
+            assert!(ch.len() >= 1024 && ch.len() <= 16384, "{}", ch.len());
+        }
+        let avg = data.len() / chunks.len();
+        assert!((2048..=8192).contains(&avg), "average {avg}");
+    }
+
+    #[test]
+    fn different_keys_cut_differently() {
+        let data = pseudo_random(1 << 20, 9);
+        let a: Vec<usize> = Chunker::new(small(), GearTables::derive(&[1; 32]))
+            .stream(&data[..])
+            .map(|c| c.unwrap().len())
+            .collect();
+        let b: Vec<usize> = Chunker::new(small(), GearTables::derive(&[2; 32]))
+            .stream(&data[..])
+            .map(|c| c.unwrap().len())
+            .collect();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn an_insertion_only_disturbs_nearby_chunks() {
+        let data = pseudo_random(1 << 20, 11);
+        let mut edited = data.clone();
+        edited.splice(500_000..500_000, b"inserted bytes".iter().copied());
+        let c = Chunker::new(small(), GearTables::derive(&[3; 32]));
+        let a: std::collections::HashSet<Vec<u8>> =
+            c.stream(&data[..]).map(|c| c.unwrap()).collect();
+        let b: Vec<Vec<u8>> = c.stream(&edited[..]).map(|c| c.unwrap()).collect();
+        let shared = b.iter().filter(|ch| a.contains(*ch)).count();
+        assert!(
+            shared + 3 >= b.len(),
+            "{shared} of {} chunks shared",
+            b.len()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_input_round_trips(len in 0usize..100_000, seed in any::<u64>(), read_size in 1usize..5000) {
+            let data = pseudo_random(len, seed);
+            struct Trickle<'a>(&'a [u8], usize);
+            impl Read for Trickle<'_> {
+                fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                    let n = self.1.min(buf.len()).min(self.0.len());
+                    buf[..n].copy_from_slice(&self.0[..n]);
+                    self.0 = &self.0[n..];
+                    Ok(n)
+                }
+            }
+            let c = Chunker::new(small(), GearTables::derive(&[4; 32]));
+            let whole: Vec<Vec<u8>> = c.stream(&data[..]).map(|c| c.unwrap()).collect();
+            let trickled: Vec<Vec<u8>> = c.stream(Trickle(&data, read_size)).map(|c| c.unwrap()).collect();
+            prop_assert_eq!(whole.concat(), data);
+            prop_assert_eq!(whole, trickled);
+        }
+    }
+}

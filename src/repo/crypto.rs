@@ -1,0 +1,271 @@
+//! Keys and authenticated encryption.
+//!
+//! One random 32-byte master secret per repository. Every key used on disk is
+//! derived from it with BLAKE3's key derivation under a fixed context string,
+//! so exporting the master secret (a paper copy) is enough to recover
+//! everything, and no subkey reveals another.
+//!
+//! Sealing is XChaCha20-Poly1305 with a fresh random 192-bit nonce per
+//! message: random nonces of that size never collide in practice, so no
+//! counter state has to survive crashes. The associated data names what the
+//! ciphertext is, so a blob, index or snapshot moved to another place fails
+//! to open instead of being misread.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::id::Id;
+
+pub const NONCE_LEN: usize = 24;
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed message adds to its plaintext.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+const CTX_ENCRYPTION: &str = "snap 2026-11 repository encryption key v1";
+const CTX_BLOB_ID: &str = "snap 2026-11 blob id key v1";
+const CTX_CHUNKER: &str = "snap 2026-11 chunker gear table v1";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("ciphertext too short")]
+    TooShort,
+    #[error("authentication failed (wrong key, or the bytes were altered)")]
+    Authentication,
+}
+
+/// The repository's root secret. Zeroed on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    secret: [u8; 32],
+    encryption: [u8; 32],
+    blob_id: [u8; 32],
+    chunker: [u8; 32],
+}
+
+impl MasterKey {
+    pub fn generate() -> MasterKey {
+        let mut secret = [0u8; 32];
+        getrandom::getrandom(&mut secret).expect("operating system random source failed");
+        Self::from_secret(secret)
+    }
+
+    pub fn from_secret(mut secret: [u8; 32]) -> MasterKey {
+        let key = MasterKey {
+            secret,
+            encryption: blake3::derive_key(CTX_ENCRYPTION, &secret),
+            blob_id: blake3::derive_key(CTX_BLOB_ID, &secret),
+            chunker: blake3::derive_key(CTX_CHUNKER, &secret),
+        };
+        secret.zeroize();
+        key
+    }
+
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
+    /// Keyed BLAKE3 of a blob's plaintext: equal content gives equal ids
+    /// inside one repository, but ids reveal nothing to anyone without the key.
+    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.blob_id, plaintext).as_bytes())
+    }
+
+    /// Seed material for the chunker's gear tables.
+    pub fn chunker_secret(&self) -> &[u8; 32] {
+        &self.chunker
+    }
+
+    pub fn seal(&self, associated: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        seal_with(&self.encryption, associated, plaintext)
+    }
+
+    pub fn open(&self, associated: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        open_with(&self.encryption, associated, sealed)
+    }
+
+    /// Printable form for a paper copy: 64 hex digits in groups of 8, then a
+    /// checksum group so a mistyped copy is caught before it is used.
+    pub fn export_text(&self) -> String {
+        let hex = hex::encode(self.secret);
+        let sum = &blake3::hash(&self.secret).to_hex()[..8];
+        let groups: Vec<&str> = (0..8).map(|i| &hex[i * 8..i * 8 + 8]).collect();
+        format!("snap-master-key-v1 {} {}", groups.join("-"), sum)
+    }
+
+    pub fn import_text(text: &str) -> Result<MasterKey, String> {
+        let mut words = text.split_whitespace();
+        if words.next() != Some("snap-master-key-v1") {
+            return Err(
+                "not a snap master key (expected it to start with snap-master-key-v1)".into(),
+            );
+        }
+        let body: String = words.next().unwrap_or_default().replace('-', "");
+        let sum = words.next().unwrap_or_default();
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(&body, &mut secret)
+            .map_err(|_| "master key must have 64 hex digits".to_string())?;
+        if &blake3::hash(&secret).to_hex()[..8] != sum {
+            return Err("master key checksum does not match: check the copy for typos".into());
+        }
+        Ok(MasterKey::from_secret(secret))
+    }
+}
+
+pub fn seal_with(key: &[u8; 32], associated: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::getrandom(&mut nonce).expect("operating system random source failed");
+    let ct = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: associated,
+            },
+        )
+        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+pub fn open_with(key: &[u8; 32], associated: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return Err(CryptoError::TooShort);
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let cipher = XChaCha20Poly1305::new(key.into());
+    cipher
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ct,
+                aad: associated,
+            },
+        )
+        .map_err(|_| CryptoError::Authentication)
+}
+
+/// Argon2id settings, stored in each key file so they can change over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KdfParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl KdfParams {
+    pub const DEFAULT_MEMORY_KIB: u32 = 64 * 1024;
+
+    /// Upper bounds accepted from a key file, so a hostile file cannot make
+    /// opening allocate gigabytes or spin for hours.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(8..=4 * 1024 * 1024).contains(&self.memory_kib) {
+            return Err(format!(
+                "argon2 memory {} KiB out of range",
+                self.memory_kib
+            ));
+        }
+        if !(1..=64).contains(&self.iterations) || !(1..=16).contains(&self.parallelism) {
+            return Err("argon2 iterations or parallelism out of range".into());
+        }
+        Ok(())
+    }
+
+    /// Pick iterations at the given memory so that one derivation takes about
+    /// `target` on this machine.
+    pub fn tune(memory_kib: u32, target: std::time::Duration) -> KdfParams {
+        let probe = KdfParams {
+            memory_kib,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let salt = [0u8; 16];
+        let start = std::time::Instant::now();
+        let _ = probe.derive(b"tuning", &salt);
+        let one = start.elapsed().max(std::time::Duration::from_millis(1));
+        let iterations = (target.as_secs_f64() / one.as_secs_f64())
+            .round()
+            .clamp(1.0, 20.0) as u32;
+        KdfParams {
+            memory_kib,
+            iterations,
+            parallelism: 1,
+        }
+    }
+
+    pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32], String> {
+        self.validate()?;
+        let params =
+            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+                .map_err(|e| format!("bad argon2 parameters: {e}"))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = [0u8; 32];
+        argon
+            .hash_password_into(password, salt, &mut out)
+            .map_err(|e| format!("argon2 failed: {e}"))?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_binding() {
+        let k = MasterKey::generate();
+        let sealed = k.seal(b"ad", b"hello");
+        assert_eq!(k.open(b"ad", &sealed).unwrap(), b"hello");
+        assert_eq!(k.open(b"other", &sealed), Err(CryptoError::Authentication));
+        let mut flipped = sealed.clone();
+        flipped[30] ^= 1;
+        assert_eq!(k.open(b"ad", &flipped), Err(CryptoError::Authentication));
+        assert_eq!(k.open(b"ad", &sealed[..10]), Err(CryptoError::TooShort));
+        let other = MasterKey::generate();
+        assert!(other.open(b"ad", &sealed).is_err());
+    }
+
+    #[test]
+    fn blob_ids_are_keyed() {
+        let a = MasterKey::generate();
+        let b = MasterKey::generate();
+        assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x").0, *blake3::hash(b"x").as_bytes());
+    }
+
+    #[test]
+    fn export_import() {
+        let k = MasterKey::generate();
+        let text = k.export_text();
+        let back = MasterKey::import_text(&text).unwrap();
+        assert_eq!(back.secret(), k.secret());
+        let mut bad = text.clone().into_bytes();
+        let pos = bad.iter().position(|c| *c == b' ').unwrap() + 1;
+        bad[pos] = if bad[pos] == b'0' { b'1' } else { b'0' };
+        assert!(MasterKey::import_text(std::str::from_utf8(&bad).unwrap()).is_err());
+    }
+
+    #[test]
+    fn kdf_rejects_hostile_parameters() {
+        let p = KdfParams {
+            memory_kib: u32::MAX,
+            iterations: 1,
+            parallelism: 1,
+        };
+        assert!(p.derive(b"pw", b"saltsaltsaltsalt").is_err());
+        let p = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        assert_eq!(
+            p.derive(b"pw", b"saltsaltsaltsalt"),
+            p.derive(b"pw", b"saltsaltsaltsalt")
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! Blobs: one chunk of file data or one serialised tree, compressed and
+//! sealed on its own so it can be read back with a single ranged read.
+
+use super::super::crypto::MasterKey;
+use super::super::id::Id;
+use super::{malformed, FormatError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum BlobType {
+    Data = 0,
+    Tree = 1,
+}
+
+impl BlobType {
+    pub fn from_u8(b: u8) -> Result<BlobType, FormatError> {
+        match b {
+            0 => Ok(BlobType::Data),
+            1 => Ok(BlobType::Tree),
+            _ => Err(malformed("blob", format!("unknown blob type {b}"))),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            BlobType::Data => "data",
+            BlobType::Tree => "tree",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+impl Compression {
+    pub fn from_u8(b: u8) -> Result<Compression, FormatError> {
+        match b {
+            0 => Ok(Compression::None),
+            1 => Ok(Compression::Zstd),
+            _ => Err(malformed("blob", format!("unknown compression {b}"))),
+        }
+    }
+}
+
+/// Associated data of a sealed blob: a blob cannot be passed off as another
+/// id, another type, or as compressed when it is not.
+fn blob_ad(blob_type: BlobType, compression: Compression, id: &Id) -> [u8; 42] {
+    let mut ad = [0u8; 42];
+    ad[..8].copy_from_slice(b"SNAPBLOB");
+    ad[8] = blob_type as u8;
+    ad[9] = compression as u8;
+    ad[10..].copy_from_slice(&id.0);
+    ad
+}
+
+/// Reusable compression state for one worker thread.
+pub struct BlobEncoder {
+    compressor: zstd::bulk::Compressor<'static>,
+}
+
+pub struct EncodedBlob {
+    pub compression: Compression,
+    pub bytes: Vec<u8>,
+}
+
+impl BlobEncoder {
+    pub fn new(level: i32) -> BlobEncoder {
+        BlobEncoder {
+            compressor: zstd::bulk::Compressor::new(level).expect("valid zstd level"),
+        }
+    }
+
+    /// Compress when that saves at least 1/32 of the size (else store raw:
+    /// already-compressed media costs nothing to decode), then seal.
+    pub fn encode(
+        &mut self,
+        key: &MasterKey,
+        blob_type: BlobType,
+        id: &Id,
+        plaintext: &[u8],
+    ) -> EncodedBlob {
+        let compressed = self
+            .compressor
+            .compress(plaintext)
+            .ok()
+            .filter(|c| c.len() + plaintext.len() / 32 < plaintext.len());
+        let (compression, payload): (Compression, &[u8]) = match &compressed {
+            Some(c) => (Compression::Zstd, c),
+            None => (Compression::None, plaintext),
+        };
+        let bytes = key.seal(&blob_ad(blob_type, compression, id), payload);
+        EncodedBlob { compression, bytes }
+    }
+}
+
+/// Open, decompress and check a stored blob against the id it is filed under.
+pub fn decode_blob(
+    key: &MasterKey,
+    blob_type: BlobType,
+    compression: Compression,
+    id: &Id,
+    raw_length: u32,
+    stored: &[u8],
+) -> Result<Vec<u8>, FormatError> {
+    let payload = key.open(&blob_ad(blob_type, compression, id), stored)?;
+    let plaintext = match compression {
+        Compression::None => payload,
+        Compression::Zstd => zstd::bulk::decompress(&payload, raw_length as usize)
+            .map_err(|e| malformed("blob", format!("zstd: {e}")))?,
+    };
+    if plaintext.len() != raw_length as usize {
+        return Err(malformed(
+            "blob",
+            format!(
+                "length {} where the index says {raw_length}",
+                plaintext.len()
+            ),
+        ));
+    }
+    if key.blob_id(&plaintext) != *id {
+        return Err(malformed("blob", "content does not match its id"));
+    }
+    Ok(plaintext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_compressible_and_random() {
+        let k = MasterKey::generate();
+        let mut enc = BlobEncoder::new(3);
+        let text = b"hello hello hello hello hello hello hello hello".repeat(100);
+        let id = k.blob_id(&text);
+        let e = enc.encode(&k, BlobType::Data, &id, &text);
+        assert_eq!(e.compression, Compression::Zstd);
+        assert!(e.bytes.len() < text.len() / 4);
+        assert_eq!(
+            decode_blob(
+                &k,
+                BlobType::Data,
+                e.compression,
+                &id,
+                text.len() as u32,
+                &e.bytes
+            )
+            .unwrap(),
+            text
+        );
+        // Swapping type or id is detected.
+        assert!(decode_blob(
+            &k,
+            BlobType::Tree,
+            e.compression,
+            &id,
+            text.len() as u32,
+            &e.bytes
+        )
+        .is_err());
+        let other = k.blob_id(b"x");
+        assert!(decode_blob(
+            &k,
+            BlobType::Data,
+            e.compression,
+            &other,
+            text.len() as u32,
+            &e.bytes
+        )
+        .is_err());
+
+        let random: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let mut noise = [0u8; 4096];
+        getrandom::getrandom(&mut noise).unwrap();
+        for data in [&random[..], &noise[..], &[][..]] {
+            let id = k.blob_id(data);
+            let e = enc.encode(&k, BlobType::Tree, &id, data);
+            assert_eq!(
+                decode_blob(
+                    &k,
+                    BlobType::Tree,
+                    e.compression,
+                    &id,
+                    data.len() as u32,
+                    &e.bytes
+                )
+                .unwrap(),
+                data
+            );
+        }
+        let id = k.blob_id(&noise);
+        assert_eq!(
+            enc.encode(&k, BlobType::Data, &id, &noise).compression,
+            Compression::None
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! `snap create` for files, directories, standard input and command output.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::super::archiver::{SnapshotMeta, SnapshotWriter};
+use super::super::error::{Error, Result};
+use super::super::format::config::PROFILE_DEFAULT;
+use super::super::format::snapshot::Snapshot;
+use super::super::format::tree::{Node, NodeKind};
+use super::super::id::Id;
+use super::super::repository::Repository;
+use super::super::saver::Progress;
+
+pub struct CreateReport {
+    pub id: Id,
+    pub snapshot: Snapshot,
+    /// Entries that could not be read and were left out.
+    pub warnings: Vec<String>,
+}
+
+/// Exclude patterns: a pattern with a `/` matches the whole absolute path,
+/// one without matches any single name (so `*.log` or `node_modules`).
+pub struct Excludes {
+    full: GlobSet,
+    name: GlobSet,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes> {
+        let mut full = GlobSetBuilder::new();
+        let mut name = GlobSetBuilder::new();
+        for p in patterns {
+            let bad = |e: globset::Error| Error::Invalid(format!("bad exclude pattern {p:?}: {e}"));
+            if p.contains('/') {
+                full.add(
+                    GlobBuilder::new(p.trim_end_matches('/'))
+                        .literal_separator(true)
+                        .build()
+                        .map_err(bad)?,
+                );
+            } else {
+                name.add(Glob::new(p).map_err(bad)?);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::Invalid(format!("bad exclude pattern: {e}")))
+        };
+        Ok(Excludes {
+            full: build(full)?,
+            name: build(name)?,
+        })
+    }
+
+    pub fn matches(&self, path: &Path) -> bool {
+        self.full.is_match(path) || path.file_name().is_some_and(|n| self.name.is_match(n))
+    }
+}
+
+pub fn node_from_metadata(name: &[u8], meta: &fs::Metadata) -> Node {
+    let kind = if meta.is_dir() {
+        NodeKind::Dir
+    } else if meta.file_type().is_symlink() {
+        NodeKind::Symlink
+    } else {
+        NodeKind::File
+    };
+    let mut n = Node::new(name, kind);
+    n.mode = meta.permissions().mode() & 0o7777;
+    n.mtime_ns = meta
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec());
+    n.uid = meta.uid();
+    n.gid = meta.gid();
+    n
+}
+
+fn top_name(path: &Path) -> Result<Vec<u8>> {
+    let abs = fs::canonicalize(path).map_err(|e| Error::io(path.display(), e))?;
+    Ok(match abs.file_name() {
+        Some(n) => n.as_bytes().to_vec(),
+        None => b"root".to_vec(),
+    })
+}
+
+/// Back up files and directories. Each argument appears at the top of the
+/// snapshot under its own name; two arguments with the same name are refused.
+pub fn create_from_paths(
+    repo: Arc<Repository>,
+    progress: Arc<Progress>,
+    paths: &[PathBuf],
+    excludes: &Excludes,
+    meta: SnapshotMeta,
+) -> Result<CreateReport> {
+    let mut tops: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+    for p in paths {
+        fs::symlink_metadata(p).map_err(|e| Error::io(p.display(), e))?;
+        tops.push((top_name(p)?, p.clone()));
+    }
+    tops.sort();
+    for w in tops.windows(2) {
+        if w[0].0 == w[1].0 {
+            return Err(Error::Invalid(format!(
+                "{} and {} would both be stored as {:?}; back them up in separate snapshots or from their parent",
+                w[0].1.display(),
+                w[1].1.display(),
+                String::from_utf8_lossy(&w[0].0)
+            )));
+        }
+    }
+    let mut writer = SnapshotWriter::new(repo, progress)?;
+    let mut warnings = Vec::new();
+    for (top, root) in &tops {
+        let mut walk = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter();
+        while let Some(entry) = walk.next() {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    warnings.push(format!(
+                        "{}: {}",
+                        e.path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        e
+                    ));
+                    continue;
+                }
+            };
+            if entry.depth() > 0 && excludes.matches(entry.path()) {
+                if entry.file_type().is_dir() {
+                    walk.skip_current_dir();
+                }
+                continue;
+            }
+            let mut path = vec![top.clone()];
+            if let Ok(rel) = entry.path().strip_prefix(root) {
+                path.extend(rel.components().map(|c| c.as_os_str().as_bytes().to_vec()));
+            }
+            let meta = match entry.path().symlink_metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    warnings.push(format!("{}: {e}", entry.path().display()));
+                    continue;
+                }
+            };
+            let name = path.last().expect("path has a top").clone();
+            let mut node = node_from_metadata(&name, &meta);
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                writer.add_dir(path, node)?;
+            } else if ft.is_symlink() {
+                match fs::read_link(entry.path()) {
+                    Ok(target) => {
+                        let (t, raw) =
+                            super::super::format::tree::encode_name(target.as_os_str().as_bytes());
+                        node.target = Some(t);
+                        node.target_raw = raw;
+                        writer.add_symlink(path, node)?;
+                    }
+                    Err(e) => warnings.push(format!("{}: {e}", entry.path().display())),
+                }
+            } else if ft.is_file() {
+                match fs::File::open(entry.path()) {
+                    Ok(f) => {
+                        writer
+                            .add_file(path, node, f, PROFILE_DEFAULT)
+                            .map_err(|e| match e {
+                                Error::Io { source, .. } => {
+                                    Error::io(entry.path().display(), source)
+                                }
+                                other => other,
+                            })?;
+                    }
+                    Err(e) => warnings.push(format!("{}: {e}", entry.path().display())),
+                }
+            } else {
+                warnings.push(format!(
+                    "{}: skipped (not a regular file, directory or symlink)",
+                    entry.path().display()
+                ));
+            }
+        }
+    }
+    let (id, snapshot) = writer.finish(meta)?;
+    Ok(CreateReport {
+        id,
+        snapshot,
+        warnings,
+    })
+}
+
+fn stream_node(name: &str) -> Node {
+    let mut node = Node::new(name.as_bytes(), NodeKind::File);
+    node.mode = 0o600;
+    node.mtime_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    node
+}
+
+fn check_stream_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+        return Err(Error::Invalid(format!(
+            "{name:?} is not a valid file name for the stream"
+        )));
+    }
+    Ok(())
+}
+
+/// Store one stream as a single file called `name`.
+pub fn create_from_reader(
+    repo: Arc<Repository>,
+    progress: Arc<Progress>,
+    name: &str,
+    reader: impl Read,
+    meta: SnapshotMeta,
+) -> Result<CreateReport> {
+    check_stream_name(name)?;
+    let mut writer = SnapshotWriter::new(repo, progress)?;
+    writer.add_file(
+        vec![name.as_bytes().to_vec()],
+        stream_node(name),
+        reader,
+        PROFILE_DEFAULT,
+    )?;
+    let (id, snapshot) = writer.finish(meta)?;
+    Ok(CreateReport {
+        id,
+        snapshot,
+        warnings: Vec::new(),
+    })
+}
+
+/// Store a command's standard output as `name`. If the command fails, no
+/// snapshot is written (the blobs already stored are unreferenced and prune
+/// removes them).
+pub fn create_from_command(
+    repo: Arc<Repository>,
+    progress: Arc<Progress>,
+    name: &str,
+    command: &[String],
+    meta: SnapshotMeta,
+) -> Result<CreateReport> {
+    check_stream_name(name)?;
+    let program = command
+        .first()
+        .ok_or_else(|| Error::Invalid("no command given after --".into()))?;
+    let mut child = Command::new(program)
+        .args(&command[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Error::SourceFailed(format!("cannot run {program}: {e}")))?;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut writer = SnapshotWriter::new(repo, progress)?;
+    let added = writer.add_file(
+        vec![name.as_bytes().to_vec()],
+        stream_node(name),
+        stdout,
+        PROFILE_DEFAULT,
+    );
+    let status = child
+        .wait()
+        .map_err(|e| Error::SourceFailed(format!("waiting for {program}: {e}")))?;
+    added?;
+    if !status.success() {
+        drop(writer);
+        return Err(Error::SourceFailed(format!(
+            "{program} failed ({status}); no snapshot was written"
+        )));
+    }
+    let (id, snapshot) = writer.finish(meta)?;
+    Ok(CreateReport {
+        id,
+        snapshot,
+        warnings: Vec::new(),
+    })
+}

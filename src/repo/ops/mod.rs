@@ -1,0 +1,10 @@
+//! One module per operation; each takes an opened repository and options,
+//! and returns a report for the CLI to render.
+
+pub mod check;
+pub mod create;
+pub mod diff;
+pub mod repair;
+pub mod restore;
+pub mod stats;
+pub mod walk;

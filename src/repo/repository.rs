@@ -1,0 +1,412 @@
+//! An opened repository: backend, master key, config, and the index.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::backend::{Backend, FileKind};
+use super::chunker::{Chunker, GearTables};
+use super::crypto::{KdfParams, MasterKey};
+use super::error::{Error, Result};
+use super::format::blob::{decode_blob, BlobType};
+use super::format::config::Config;
+use super::format::index::IndexFile;
+use super::format::key::KeyFile;
+use super::format::snapshot::Snapshot;
+use super::format::tree::Tree;
+use super::id::Id;
+use super::index::MasterIndex;
+use super::sysinfo;
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: Config,
+    /// The key file that opened the repository, if a password did.
+    key_name: Option<String>,
+    gear: GearTables,
+    index: RwLock<MasterIndex>,
+    index_loaded: std::sync::atomic::AtomicBool,
+}
+
+/// Settings for `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub pack_size: u32,
+    pub compression_level: i32,
+}
+
+pub struct KeyListing {
+    pub name: String,
+    pub file: KeyFile,
+    pub current: bool,
+}
+
+impl Repository {
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+    ) -> Result<Repository> {
+        if backend.read(FileKind::Config, "config").is_ok() {
+            return Err(Error::AlreadyExists(backend.location()));
+        }
+        let config = Config::new(opts.pack_size, opts.compression_level);
+        config
+            .validate()
+            .map_err(|e| Error::Invalid(format!("invalid repository settings: {e}")))?;
+        backend.create().map_err(|e| match e {
+            super::backend::BackendError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                Error::AlreadyExists(format!("{} ({source})", backend.location()))
+            }
+            other => other.into(),
+        })?;
+        let key = MasterKey::generate();
+        let keyfile = KeyFile::create(
+            &key,
+            password,
+            opts.kdf,
+            &sysinfo::hostname(),
+            &sysinfo::username(),
+        )
+        .map_err(Error::Invalid)?;
+        let bytes = keyfile.encode();
+        let key_name = Id::of_bytes(&bytes).to_hex();
+        // Key first, config last: a repository is visible only once it can be opened.
+        backend.write(FileKind::Key, &key_name, &bytes)?;
+        backend.write(FileKind::Config, "config", &config.seal(&key))?;
+        Ok(Self::assemble(backend, key, config, Some(key_name)))
+    }
+
+    fn assemble(
+        backend: Arc<dyn Backend>,
+        key: MasterKey,
+        config: Config,
+        key_name: Option<String>,
+    ) -> Repository {
+        let gear = GearTables::derive(key.chunker_secret());
+        Repository {
+            backend,
+            key,
+            config,
+            key_name,
+            gear,
+            index: RwLock::new(MasterIndex::new()),
+            index_loaded: false.into(),
+        }
+    }
+
+    fn read_config_bytes(backend: &dyn Backend) -> Result<Vec<u8>> {
+        backend.read(FileKind::Config, "config").map_err(|e| {
+            if e.is_not_found() {
+                Error::NoRepository(backend.location())
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    /// Open with a password: try every key file until one unwraps.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        let config_bytes = Self::read_config_bytes(&*backend)?;
+        let keys = backend.list(FileKind::Key)?;
+        let mut damaged = Vec::new();
+        for k in &keys {
+            let bytes = backend.read(FileKind::Key, &k.name)?;
+            let file = match KeyFile::decode(&bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    damaged.push(format!("{}: {e}", k.name));
+                    continue;
+                }
+            };
+            let Some(master) = file
+                .unwrap_key(password)
+                .map_err(|e| Error::format(format!("key {}", k.name), e))?
+            else {
+                continue;
+            };
+            let config =
+                Config::open(&master, &config_bytes).map_err(|e| Error::format("config", e))?;
+            return Ok(Self::assemble(
+                backend,
+                master,
+                config,
+                Some(k.name.clone()),
+            ));
+        }
+        if keys.is_empty() || damaged.len() == keys.len() {
+            return Err(Error::Invalid(format!(
+                "no usable key file in {} ({}); open it with the exported master key",
+                backend.location(),
+                if damaged.is_empty() {
+                    "keys/ is empty".to_string()
+                } else {
+                    damaged.join("; ")
+                }
+            )));
+        }
+        Err(Error::WrongPassword)
+    }
+
+    pub fn open_with_master_key(backend: Arc<dyn Backend>, key: MasterKey) -> Result<Repository> {
+        let config_bytes = Self::read_config_bytes(&*backend)?;
+        let config = Config::open(&key, &config_bytes).map_err(|_| Error::WrongMasterKey)?;
+        Ok(Self::assemble(backend, key, config, None))
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn current_key_name(&self) -> Option<&str> {
+        self.key_name.as_deref()
+    }
+
+    pub fn chunker(&self, profile: &str) -> Result<Chunker> {
+        let params = self.config.chunker.get(profile).ok_or_else(|| {
+            Error::Invalid(format!("no chunker profile {profile:?} in this repository"))
+        })?;
+        Ok(Chunker::new(*params, self.gear.clone()))
+    }
+
+    /// Rewrite the config (e.g. a saved retention policy). Same key, same id.
+    pub fn save_config(&mut self, config: Config) -> Result<()> {
+        config
+            .validate()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        self.backend
+            .write(FileKind::Config, "config", &config.seal(&self.key))?;
+        self.config = config;
+        Ok(())
+    }
+
+    // ----- index -----
+
+    /// Load every index file (once). Superseded files are skipped; an index
+    /// file that cannot be read is an error naming it (see `repair index`).
+    pub fn load_index(&self) -> Result<()> {
+        match self.load_index_tolerant()?.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Load what can be read and return the index files that could not be.
+    pub fn load_index_tolerant(&self) -> Result<Vec<(String, Error)>> {
+        if self.index_loaded.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(Vec::new());
+        }
+        let mut files = Vec::new();
+        let mut bad = Vec::new();
+        for f in self.backend.list(FileKind::Index)? {
+            match parse_name(&f.name).and_then(|id| Ok((id, self.read_index_file(&f.name)?))) {
+                Ok(pair) => files.push(pair),
+                Err(e) => bad.push((f.name, e)),
+            }
+        }
+        let superseded: std::collections::HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
+        for (name, f) in &files {
+            if !superseded.contains(name) {
+                idx.load_file(f);
+            }
+        }
+        idx.seal_loaded();
+        self.index_loaded
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(bad)
+    }
+
+    pub fn read_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let mut out = Vec::new();
+        for f in self.backend.list(FileKind::Index)? {
+            out.push((parse_name(&f.name)?, self.read_index_file(&f.name)?));
+        }
+        Ok(out)
+    }
+
+    pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
+        let bytes = self.backend.read(FileKind::Index, name)?;
+        IndexFile::open(&self.key, &bytes).map_err(|e| Error::format(format!("index/{name}"), e))
+    }
+
+    pub fn write_index_file(&self, file: &IndexFile) -> Result<(Id, u64)> {
+        let bytes = file.seal(&self.key);
+        let id = Id::of_bytes(&bytes);
+        self.backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
+        Ok((id, bytes.len() as u64))
+    }
+
+    pub fn index(&self) -> RwLockReadGuard<'_, MasterIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn index_mut(&self) -> RwLockWriteGuard<'_, MasterIndex> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ----- blobs and trees -----
+
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.index().get(id).ok_or(Error::MissingBlob(*id))?;
+        let pack = loc.pack.to_hex();
+        let stored =
+            self.backend
+                .read_range(FileKind::Pack, &pack, loc.offset as u64, loc.length as u64)?;
+        decode_blob(
+            &self.key,
+            loc.blob_type,
+            loc.compression,
+            id,
+            loc.raw_length,
+            &stored,
+        )
+        .map_err(|e| Error::format(format!("blob {} in pack {}", id.short(), &pack[..16]), e))
+    }
+
+    pub fn read_tree(&self, id: &Id) -> Result<Tree> {
+        let loc = self.index().get(id).ok_or(Error::MissingBlob(*id))?;
+        if loc.blob_type != BlobType::Tree {
+            return Err(Error::Invalid(format!("blob {} is not a tree", id.short())));
+        }
+        let bytes = self.read_blob(id)?;
+        Tree::decode(&bytes).map_err(|e| Error::format(format!("tree {}", id.short()), e))
+    }
+
+    // ----- snapshots -----
+
+    pub fn write_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        let bytes = snapshot.seal(&self.key);
+        let id = Id::of_bytes(&bytes);
+        self.backend
+            .write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    pub fn read_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let name = id.to_hex();
+        let bytes = self.backend.read(FileKind::Snapshot, &name)?;
+        Snapshot::open(&self.key, &bytes).map_err(|e| Error::format(format!("snapshots/{name}"), e))
+    }
+
+    /// All snapshots, oldest first, plus the ones that could not be read.
+    pub fn list_snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<(String, Error)>)> {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for f in self.backend.list(FileKind::Snapshot)? {
+            match parse_name(&f.name).and_then(|id| Ok((id, self.read_snapshot(&id)?))) {
+                Ok(pair) => ok.push(pair),
+                Err(e) => bad.push((f.name, e)),
+            }
+        }
+        ok.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((ok, bad))
+    }
+
+    /// Resolve `latest`, a full id, or a unique prefix of at least 6 digits.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            let (mut all, _) = self.list_snapshots()?;
+            return all
+                .pop()
+                .ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+        }
+        if spec.len() < 6 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!(
+                "{spec:?} is not a snapshot id: give `latest` or at least 6 hex digits of an id"
+            )));
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        let matches: Vec<String> = self
+            .backend
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .map(|f| f.name)
+            .filter(|n| n.starts_with(&spec_lc))
+            .collect();
+        match matches.as_slice() {
+            [] => Err(Error::SnapshotNotFound(spec.into())),
+            [one] => {
+                let id = parse_name(one)?;
+                Ok((id, self.read_snapshot(&id)?))
+            }
+            _ => Err(Error::AmbiguousSnapshot(spec.into())),
+        }
+    }
+
+    pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
+        Ok(self.backend.delete(FileKind::Snapshot, &id.to_hex())?)
+    }
+
+    // ----- keys -----
+
+    pub fn list_keys(&self) -> Result<Vec<KeyListing>> {
+        let mut out = Vec::new();
+        for f in self.backend.list(FileKind::Key)? {
+            let bytes = self.backend.read(FileKind::Key, &f.name)?;
+            let file = KeyFile::decode(&bytes)
+                .map_err(|e| Error::format(format!("keys/{}", f.name), e))?;
+            out.push(KeyListing {
+                current: self.key_name.as_deref() == Some(&f.name),
+                name: f.name,
+                file,
+            });
+        }
+        out.sort_by(|a, b| a.file.created.cmp(&b.file.created));
+        Ok(out)
+    }
+
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        let file = KeyFile::create(
+            &self.key,
+            password,
+            kdf,
+            &sysinfo::hostname(),
+            &sysinfo::username(),
+        )
+        .map_err(Error::Invalid)?;
+        let bytes = file.encode();
+        let name = Id::of_bytes(&bytes).to_hex();
+        self.backend.write(FileKind::Key, &name, &bytes)?;
+        Ok(name)
+    }
+
+    /// Remove a key by name or unique prefix. The last key is never removed:
+    /// without any, only the exported master key could open the repository.
+    pub fn remove_key(&self, spec: &str) -> Result<String> {
+        let keys = self.list_keys()?;
+        let matches: Vec<&KeyListing> = keys.iter().filter(|k| k.name.starts_with(spec)).collect();
+        let key = match matches.as_slice() {
+            [one] => *one,
+            [] => return Err(Error::Invalid(format!("no key matches {spec:?}"))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{spec:?} matches more than one key"
+                )))
+            }
+        };
+        if keys.len() == 1 {
+            return Err(Error::Invalid(
+                "refusing to remove the only key of the repository".into(),
+            ));
+        }
+        self.backend.delete(FileKind::Key, &key.name)?;
+        Ok(key.name.clone())
+    }
+}
+
+/// Repository file names are the hex ids of their contents.
+pub fn parse_name(name: &str) -> Result<Id> {
+    name.parse()
+        .map_err(|_| Error::Invalid(format!("unexpected file name {name:?} in the repository")))
+}

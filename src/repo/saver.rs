@@ -1,0 +1,349 @@
+//! The blob save pipeline.
+//!
+//! ```text
+//! caller ──submit(chunk)──▶ [jobs, bounded] ──▶ N workers ──▶ [packs, bounded] ──▶ writer
+//!    ◀────── ticket (id, new?) ───────────────────┘                              │
+//!                                    pack file + index file, durable ◀───────────┘
+//! ```
+//! Workers hash (keyed BLAKE3), skip blobs the index or this session already
+//! has, compress, seal and append to the open pack of the blob's type. The
+//! writer seals pack headers, writes packs, and writes an index file every
+//! `INDEX_EVERY` packs and at the end, always after the packs it lists are
+//! durable. Bounded channels keep memory flat: at most
+//! `2 × workers` chunks queued, two open packs, and one full pack in flight.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::backend::FileKind;
+use super::error::{Error, Result};
+use super::format::blob::{BlobEncoder, BlobType};
+use super::format::index::{IndexBlob, IndexFile, IndexPack};
+use super::format::pack::{finish_pack, PackEntry};
+use super::id::Id;
+use super::repository::Repository;
+
+/// Write an index file after this many packs, so an interrupted run still
+/// lets the next one skip what was already uploaded.
+const INDEX_EVERY: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Saved {
+    pub id: Id,
+    /// Stored by this call (false: the repository or session had it).
+    pub new: bool,
+}
+
+pub type Ticket = Receiver<Result<Saved>>;
+
+/// Live counters, readable from another thread for progress display.
+#[derive(Default, Debug)]
+pub struct Progress {
+    pub bytes_read: AtomicU64,
+    pub files: AtomicU64,
+    pub chunks: AtomicU64,
+    pub chunks_new: AtomicU64,
+    pub bytes_new: AtomicU64,
+    pub bytes_added: AtomicU64,
+}
+
+impl Progress {
+    pub fn get(v: &AtomicU64) -> u64 {
+        v.load(Ordering::Relaxed)
+    }
+}
+
+struct Job {
+    data: Vec<u8>,
+    blob_type: BlobType,
+    id: Option<Id>,
+    reply: Option<Sender<Result<Saved>>>,
+}
+
+struct OpenPack {
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+struct Shared {
+    repo: Arc<Repository>,
+    claimed: Mutex<HashSet<Id>>,
+    open: [Mutex<OpenPack>; 2],
+    failure: Mutex<Option<Error>>,
+    progress: Arc<Progress>,
+}
+
+impl Shared {
+    fn fail(&self, e: Error) {
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(e);
+        }
+    }
+    fn failed(&self) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+}
+
+pub struct BlobSaver {
+    shared: Arc<Shared>,
+    jobs: Option<Sender<Job>>,
+    packs: Option<Sender<OpenPack>>,
+    workers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl BlobSaver {
+    /// The repository's index must be loaded, or nothing deduplicates
+    /// against earlier snapshots.
+    pub fn new(repo: Arc<Repository>, progress: Arc<Progress>, threads: usize) -> BlobSaver {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            repo,
+            claimed: Mutex::new(HashSet::new()),
+            open: [
+                Mutex::new(OpenPack {
+                    bytes: Vec::new(),
+                    entries: Vec::new(),
+                }),
+                Mutex::new(OpenPack {
+                    bytes: Vec::new(),
+                    entries: Vec::new(),
+                }),
+            ],
+            failure: Mutex::new(None),
+            progress,
+        });
+        let (job_tx, job_rx) = bounded::<Job>(threads * 2);
+        let (pack_tx, pack_rx) = bounded::<OpenPack>(1);
+        let workers = (0..threads)
+            .map(|_| {
+                let shared = shared.clone();
+                let jobs = job_rx.clone();
+                let packs = pack_tx.clone();
+                std::thread::spawn(move || worker(&shared, &jobs, &packs))
+            })
+            .collect();
+        let writer = {
+            let shared = shared.clone();
+            std::thread::spawn(move || writer(&shared, &pack_rx))
+        };
+        BlobSaver {
+            shared,
+            jobs: Some(job_tx),
+            packs: Some(pack_tx),
+            workers,
+            writer: Some(writer),
+        }
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        self.jobs
+            .as_ref()
+            .expect("saver used after finish")
+            .send(job)
+            .map_err(|_| Error::Invalid("blob saver stopped unexpectedly".into()))
+    }
+
+    /// Queue a data chunk; the ticket yields its id once hashed and stored.
+    pub fn submit(&self, data: Vec<u8>, blob_type: BlobType) -> Result<Ticket> {
+        let (tx, rx) = bounded(1);
+        self.send(Job {
+            data,
+            blob_type,
+            id: None,
+            reply: Some(tx),
+        })?;
+        Ok(rx)
+    }
+
+    /// Store a tree blob. Its id is computed here so the caller can refer to
+    /// it at once; storage happens in the background.
+    pub fn save_tree(&self, bytes: Vec<u8>) -> Result<Id> {
+        let id = self.shared.repo.key().blob_id(&bytes);
+        self.send(Job {
+            data: bytes,
+            blob_type: BlobType::Tree,
+            id: Some(id),
+            reply: None,
+        })?;
+        Ok(id)
+    }
+
+    pub fn failed(&self) -> bool {
+        self.shared.failed()
+    }
+
+    /// Drain the pipeline: every blob submitted is in a durable pack listed
+    /// by a durable index file when this returns `Ok`.
+    pub fn finish(mut self) -> Result<()> {
+        self.shutdown();
+        match self
+            .shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        drop(self.jobs.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(packs) = self.packs.take() {
+            for slot in &self.shared.open {
+                let mut open = slot.lock().unwrap_or_else(|p| p.into_inner());
+                if !open.entries.is_empty() {
+                    let full = std::mem::replace(
+                        &mut *open,
+                        OpenPack {
+                            bytes: Vec::new(),
+                            entries: Vec::new(),
+                        },
+                    );
+                    let _ = packs.send(full);
+                }
+            }
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for BlobSaver {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<OpenPack>) {
+    let repo = &shared.repo;
+    let mut encoder = BlobEncoder::new(repo.config().compression_level);
+    let pack_size = repo.config().pack_size as usize;
+    for job in jobs {
+        let id = job.id.unwrap_or_else(|| repo.key().blob_id(&job.data));
+        let new = !repo.index().contains(&id)
+            && shared
+                .claimed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id);
+        if job.blob_type == BlobType::Data {
+            shared.progress.chunks.fetch_add(1, Ordering::Relaxed);
+        }
+        if new {
+            let encoded = encoder.encode(repo.key(), job.blob_type, &id, &job.data);
+            if job.blob_type == BlobType::Data {
+                shared.progress.chunks_new.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .progress
+                    .bytes_new
+                    .fetch_add(job.data.len() as u64, Ordering::Relaxed);
+            }
+            let entry = PackEntry {
+                blob_type: job.blob_type,
+                compression: encoded.compression,
+                id,
+                length: encoded.bytes.len() as u32,
+                raw_length: job.data.len() as u32,
+            };
+            let full = {
+                let mut open = shared.open[job.blob_type as usize]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if open.bytes.capacity() == 0 {
+                    open.bytes.reserve(pack_size + pack_size / 8);
+                }
+                open.bytes.extend_from_slice(&encoded.bytes);
+                open.entries.push(entry);
+                (open.bytes.len() >= pack_size).then(|| {
+                    std::mem::replace(
+                        &mut *open,
+                        OpenPack {
+                            bytes: Vec::new(),
+                            entries: Vec::new(),
+                        },
+                    )
+                })
+            };
+            if let Some(full) = full {
+                if packs.send(full).is_err() {
+                    shared.fail(Error::Invalid("pack writer stopped unexpectedly".into()));
+                }
+            }
+        }
+        if let Some(reply) = job.reply {
+            let _ = reply.send(Ok(Saved { id, new }));
+        }
+    }
+}
+
+fn writer(shared: &Shared, packs: &Receiver<OpenPack>) {
+    let repo = &shared.repo;
+    let mut pending: Vec<IndexPack> = Vec::new();
+    let flush = |pending: &mut Vec<IndexPack>| {
+        if pending.is_empty() || shared.failed() {
+            return;
+        }
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: std::mem::take(pending),
+        };
+        match repo.write_index_file(&file) {
+            Ok((_, len)) => {
+                shared
+                    .progress
+                    .bytes_added
+                    .fetch_add(len, Ordering::Relaxed);
+            }
+            Err(e) => shared.fail(e),
+        }
+    };
+    for pack in packs {
+        if shared.failed() {
+            continue;
+        }
+        let mut blobs = Vec::with_capacity(pack.entries.len());
+        let mut offset = 0u32;
+        for e in &pack.entries {
+            blobs.push(IndexBlob {
+                blob_type: e.blob_type,
+                compression: e.compression,
+                id: e.id,
+                offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            });
+            offset += e.length;
+        }
+        let bytes = finish_pack(repo.key(), pack.bytes, &pack.entries);
+        let id = Id::of_bytes(&bytes);
+        if let Err(e) = repo.backend().write(FileKind::Pack, &id.to_hex(), &bytes) {
+            shared.fail(e.into());
+            continue;
+        }
+        shared
+            .progress
+            .bytes_added
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        repo.index_mut().add_pack(id, &blobs);
+        pending.push(IndexPack { id, blobs });
+        if pending.len() >= INDEX_EVERY {
+            flush(&mut pending);
+        }
+    }
+    flush(&mut pending);
+}
