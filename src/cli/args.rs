@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "snap",
-    version,
-    about = "Encrypted, deduplicating backups for Supabase projects and files"
-)]
+#[command(name = "snap", version, about = "Encrypted, deduplicating backups for Supabase projects and files")]
 pub struct Cli {
     /// Repository location (a local directory)
     #[arg(short = 'r', long, env = "SNAP_REPOSITORY", global = true)]

@@ -29,20 +29,20 @@ use output::{bytes, exit, local_time, Output, ProgressDisplay};
 pub struct CliError {
     pub code: i32,
     pub message: String,
+    /// The command already printed its JSON result; print no error object.
+    pub json_done: bool,
 }
 
 impl CliError {
     pub fn usage(message: impl Into<String>) -> CliError {
-        CliError {
-            code: exit::USAGE,
-            message: message.into(),
-        }
+        CliError { code: exit::USAGE, message: message.into(), json_done: false }
     }
     fn new(code: i32, message: impl Into<String>) -> CliError {
-        CliError {
-            code,
-            message: message.into(),
-        }
+        CliError { code, message: message.into(), json_done: false }
+    }
+    fn after_json(mut self) -> CliError {
+        self.json_done = true;
+        self
     }
 }
 
@@ -52,17 +52,12 @@ impl From<Error> for CliError {
             Error::NoRepository(_) => exit::NO_REPOSITORY,
             Error::WrongPassword | Error::WrongMasterKey => exit::WRONG_PASSWORD,
             Error::Locked(_) => exit::LOCKED,
-            Error::SnapshotNotFound(_) | Error::AmbiguousSnapshot(_) | Error::PathNotFound(_) => {
-                exit::NOT_FOUND
-            }
+            Error::SnapshotNotFound(_) | Error::AmbiguousSnapshot(_) | Error::PathNotFound(_) => exit::NOT_FOUND,
             Error::Invalid(_) => exit::USAGE,
             e if e.is_integrity() => exit::INTEGRITY,
             _ => exit::ERROR,
         };
-        CliError {
-            code,
-            message: e.to_string(),
-        }
+        CliError { code, message: e.to_string(), json_done: false }
     }
 }
 
@@ -73,23 +68,16 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
             let _ = e.print();
             return code;
         }
     };
-    let out = Output {
-        json: cli.json,
-        quiet: cli.quiet,
-    };
+    let out = Output { json: cli.json, quiet: cli.quiet };
     match run(&cli, out) {
         Ok(code) => code,
         Err(e) => {
-            if out.json {
+            if out.json && !e.json_done {
                 out.json(&json!({"error": e.message, "exit_code": e.code}));
             }
             eprintln!("snap: error: {}", e.message);
@@ -105,9 +93,11 @@ struct Context<'a> {
 
 impl Context<'_> {
     fn backend(&self) -> Result<Arc<dyn Backend>, CliError> {
-        let loc = self.cli.repo.as_deref().ok_or_else(|| {
-            CliError::usage("no repository given: use --repo or set SNAP_REPOSITORY")
-        })?;
+        let loc = self
+            .cli
+            .repo
+            .as_deref()
+            .ok_or_else(|| CliError::usage("no repository given: use --repo or set SNAP_REPOSITORY"))?;
         Ok(Arc::from(open_location(loc).map_err(Error::from)?))
     }
 
@@ -122,10 +112,7 @@ impl Context<'_> {
             }
             None => {
                 // Fail on a missing repository before asking for a password.
-                if backend
-                    .read(crate::repo::backend::FileKind::Config, "config")
-                    .is_err()
-                {
+                if backend.read(crate::repo::backend::FileKind::Config, "config").is_err() {
                     return Err(Error::NoRepository(backend.location()).into());
                 }
                 let pw = password::repository_password()?;
@@ -135,30 +122,17 @@ impl Context<'_> {
         Ok(Arc::new(repo))
     }
 
-    fn lock(
-        &self,
-        repo: &Repository,
-        kind: LockKind,
-        purpose: &str,
-    ) -> Result<LockGuard, CliError> {
+    fn lock(&self, repo: &Repository, kind: LockKind, purpose: &str) -> Result<LockGuard, CliError> {
         let out = self.out;
-        Ok(lock::acquire(
-            repo,
-            kind,
-            purpose,
-            Duration::from_secs(self.cli.lock_wait),
-            &mut |msg| out.note(&format!("snap: {msg}")),
-        )?)
+        Ok(lock::acquire(repo, kind, purpose, Duration::from_secs(self.cli.lock_wait), &mut |msg| {
+            out.note(&format!("snap: {msg}"))
+        })?)
     }
 }
 
 fn kdf(memory: u32, iterations: Option<u32>) -> Result<KdfParams, CliError> {
     let p = match iterations {
-        Some(i) => KdfParams {
-            memory_kib: memory,
-            iterations: i,
-            parallelism: 1,
-        },
+        Some(i) => KdfParams { memory_kib: memory, iterations: i, parallelism: 1 },
         None => KdfParams::tune(memory, Duration::from_millis(500)),
     };
     p.validate().map_err(CliError::usage)?;
@@ -196,32 +170,19 @@ fn cmd_init(ctx: &Context, a: &args::InitArgs) -> CliResult {
     let backend = ctx.backend()?;
     let kdf = kdf(a.kdf_memory, a.kdf_iterations)?;
     if !(1..=1024).contains(&a.pack_size) {
-        return Err(CliError::usage(
-            "--pack-size must be between 1 and 1024 MiB",
-        ));
+        return Err(CliError::usage("--pack-size must be between 1 and 1024 MiB"));
     }
     let pw = password::new_password(true)?;
     let repo = Repository::init(
         backend,
         &pw,
-        &InitOptions {
-            kdf,
-            pack_size: a.pack_size * 1024 * 1024,
-            compression_level: a.compression,
-        },
+        &InitOptions { kdf, pack_size: a.pack_size * 1024 * 1024, compression_level: a.compression },
     )?;
     if ctx.out.json {
-        ctx.out
-            .json(&json!({"id": repo.config().id, "location": repo.backend().location()}));
+        ctx.out.json(&json!({"id": repo.config().id, "location": repo.backend().location()}));
     } else {
-        println!(
-            "created repository {} at {}",
-            repo.config().id.short(),
-            repo.backend().location()
-        );
-        println!(
-            "Keep the password safe: without it (or `snap key export`) the data cannot be read."
-        );
+        println!("created repository {} at {}", repo.config().id.short(), repo.backend().location());
+        println!("Keep the password safe: without it (or `snap key export`) the data cannot be read.");
     }
     Ok(exit::OK)
 }
@@ -238,34 +199,22 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, CliError> {
         }
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if let Some(t) = d
-            .and_hms_opt(0, 0, 0)
-            .and_then(|n| n.and_local_timezone(chrono::Local).earliest())
-        {
+        if let Some(t) = d.and_hms_opt(0, 0, 0).and_then(|n| n.and_local_timezone(chrono::Local).earliest()) {
             return Ok(t.with_timezone(&chrono::Utc));
         }
     }
-    Err(CliError::usage(format!(
-        "cannot parse time {s:?}: use RFC 3339 or \"YYYY-MM-DD HH:MM:SS\""
-    )))
+    Err(CliError::usage(format!("cannot parse time {s:?}: use RFC 3339 or \"YYYY-MM-DD HH:MM:SS\"")))
 }
 
 fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
-    let modes = [
-        !a.paths.is_empty(),
-        a.stdin.is_some(),
-        a.stdin_from_command.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
+    let modes = [!a.paths.is_empty(), a.stdin.is_some(), a.stdin_from_command.is_some()].iter().filter(|x| **x).count();
     if modes != 1 {
-        return Err(CliError::usage(
-            "give PATHs, or --stdin NAME, or --stdin-from-command NAME -- COMMAND",
-        ));
+        return Err(CliError::usage("give PATHs, or --stdin NAME, or --stdin-from-command NAME -- COMMAND"));
     }
     if a.stdin_from_command.is_some() == a.command.is_empty() {
-        return Err(CliError::usage("--stdin-from-command NAME needs a command after --, and a command needs --stdin-from-command"));
+        return Err(CliError::usage(
+            "--stdin-from-command NAME needs a command after --, and a command needs --stdin-from-command",
+        ));
     }
     let time = a.time.as_deref().map(parse_time).transpose()?;
     let repo = ctx.open()?;
@@ -276,30 +225,20 @@ fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
         time,
         host: a.host.clone(),
         tags: a.tags.clone(),
-        source: Source::Stdin {
-            name: String::new(),
-        },
+        source: Source::Stdin { name: String::new() },
         extra: serde_json::Value::Null,
     };
     let report = if let Some(name) = &a.stdin {
         meta.source = Source::Stdin { name: name.clone() };
         create::create_from_reader(repo.clone(), progress, name, std::io::stdin().lock(), meta)?
     } else if let Some(name) = &a.stdin_from_command {
-        meta.source = Source::Command {
-            name: name.clone(),
-            command: a.command.clone(),
-        };
+        meta.source = Source::Command { name: name.clone(), command: a.command.clone() };
         create::create_from_command(repo.clone(), progress, name, &a.command, meta)?
     } else {
         let abs: Vec<String> = a
             .paths
             .iter()
-            .map(|p| {
-                std::fs::canonicalize(p)
-                    .unwrap_or_else(|_| p.clone())
-                    .display()
-                    .to_string()
-            })
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string())
             .collect();
         meta.source = Source::Paths { paths: abs };
         let excludes = create::Excludes::new(&a.excludes)?;
@@ -339,10 +278,7 @@ fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     if report.warnings.is_empty() {
         Ok(exit::OK)
     } else {
-        eprintln!(
-            "snap: {} entries could not be read; the snapshot lacks them",
-            report.warnings.len()
-        );
+        eprintln!("snap: {} entries could not be read; the snapshot lacks them", report.warnings.len());
         Ok(exit::PARTIAL)
     }
 }
@@ -363,10 +299,7 @@ fn cmd_snapshots(ctx: &Context) -> CliResult {
             .collect();
         ctx.out.json(&serde_json::Value::Array(arr));
     } else {
-        println!(
-            "{:<10} {:<19} {:<16} {:>10}  {:<12} source",
-            "id", "time", "host", "size", "tags"
-        );
+        println!("{:<10} {:<19} {:<16} {:>10}  {:<12} source", "id", "time", "host", "size", "tags");
         for (id, s) in &snaps {
             println!(
                 "{:<10} {:<19} {:<16} {:>10}  {:<12} {}",
@@ -380,11 +313,7 @@ fn cmd_snapshots(ctx: &Context) -> CliResult {
         }
         println!("{} snapshot(s)", snaps.len());
     }
-    Ok(if bad.is_empty() {
-        exit::OK
-    } else {
-        exit::INTEGRITY
-    })
+    Ok(if bad.is_empty() { exit::OK } else { exit::INTEGRITY })
 }
 
 fn cmd_ls(ctx: &Context, spec: &str, path: Option<&str>) -> CliResult {
@@ -395,10 +324,7 @@ fn cmd_ls(ctx: &Context, spec: &str, path: Option<&str>) -> CliResult {
     let start = match walk::find_node(&repo, &snap.tree, &comps)? {
         None => snap.tree,
         Some(n) => n.subtree.ok_or_else(|| {
-            CliError::new(
-                exit::NOT_FOUND,
-                format!("{} is not a directory", path.unwrap_or_default()),
-            )
+            CliError::new(exit::NOT_FOUND, format!("{} is not a directory", path.unwrap_or_default()))
         })?,
     };
     let mut rows = Vec::new();
@@ -414,11 +340,7 @@ fn cmd_ls(ctx: &Context, spec: &str, path: Option<&str>) -> CliResult {
                 crate::repo::format::tree::NodeKind::Symlink => 'l',
                 crate::repo::format::tree::NodeKind::File => '-',
             };
-            let target = n
-                .target
-                .as_ref()
-                .map(|t| format!(" -> {t}"))
-                .unwrap_or_default();
+            let target = n.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
             println!("{kind}{:04o} {:>12} {path}{target}", n.mode, n.size);
         }
         Ok(true)
@@ -437,10 +359,7 @@ fn cmd_diff(ctx: &Context, a: &str, b: &str) -> CliResult {
     let changes = diff::diff(&repo, &sa.tree, &sb.tree)?;
     if ctx.out.json {
         ctx.out.json(&serde_json::Value::Array(
-            changes
-                .iter()
-                .map(|(c, p)| json!({"change": c, "path": format!("/{p}")}))
-                .collect(),
+            changes.iter().map(|(c, p)| json!({"change": c, "path": format!("/{p}")})).collect(),
         ));
     } else {
         for (c, p) in &changes {
@@ -455,35 +374,16 @@ fn cmd_stats(ctx: &Context) -> CliResult {
     let repo = ctx.open()?;
     let s = stats::stats(&repo)?;
     if ctx.out.json {
-        ctx.out
-            .json(&serde_json::to_value(&s).expect("stats serialise"));
+        ctx.out.json(&serde_json::to_value(&s).expect("stats serialise"));
     } else {
         println!("snapshots:            {}", s.snapshots);
-        println!(
-            "packs:                {} ({})",
-            s.packs,
-            bytes(s.pack_bytes)
-        );
-        println!(
-            "index files:          {} ({})",
-            s.index_files,
-            bytes(s.index_bytes)
-        );
-        println!(
-            "blobs:                {} data, {} tree",
-            s.data_blobs, s.tree_blobs
-        );
-        println!(
-            "unique data:          {} raw, {} stored",
-            bytes(s.unique_raw_bytes),
-            bytes(s.unique_stored_bytes)
-        );
+        println!("packs:                {} ({})", s.packs, bytes(s.pack_bytes));
+        println!("index files:          {} ({})", s.index_files, bytes(s.index_bytes));
+        println!("blobs:                {} data, {} tree", s.data_blobs, s.tree_blobs);
+        println!("unique data:          {} raw, {} stored", bytes(s.unique_raw_bytes), bytes(s.unique_stored_bytes));
         println!("all snapshots read:   {}", bytes(s.snapshots_bytes_read));
         if s.unique_stored_bytes > 0 {
-            println!(
-                "space saving:         {:.1}x",
-                s.snapshots_bytes_read as f64 / s.pack_bytes.max(1) as f64
-            );
+            println!("space saving:         {:.1}x", s.snapshots_bytes_read as f64 / s.pack_bytes.max(1) as f64);
         }
     }
     Ok(exit::OK)
@@ -503,16 +403,14 @@ fn cmd_restore(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
     let report = restore::restore(
         &repo,
         &snap,
-        &restore::RestoreOptions {
-            target: a.target.clone(),
-            include: a.include.clone(),
-        },
+        &restore::RestoreOptions { target: a.target.clone(), include: a.include.clone() },
     )?;
     for e in &report.errors {
         eprintln!("snap: error: {e}");
     }
     if ctx.out.json {
-        ctx.out.json(&json!({"snapshot_id": id, "files": report.files, "dirs": report.dirs, "symlinks": report.symlinks,
+        ctx.out
+            .json(&json!({"snapshot_id": id, "files": report.files, "dirs": report.dirs, "symlinks": report.symlinks,
                              "bytes": report.bytes, "errors": report.errors}));
     } else if !ctx.out.quiet {
         println!(
@@ -528,11 +426,9 @@ fn cmd_restore(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
     } else {
         Err(CliError::new(
             exit::INTEGRITY,
-            format!(
-                "{} entries could not be restored (see above; run `snap check`)",
-                report.errors.len()
-            ),
-        ))
+            format!("{} entries could not be restored (see above; run `snap check`)", report.errors.len()),
+        )
+        .after_json())
     }
 }
 
@@ -549,15 +445,12 @@ fn cmd_check(ctx: &Context, a: &args::CheckArgs) -> CliResult {
     let read = if a.read_data {
         check::ReadData::All
     } else if let Some(p) = &a.read_data_subset {
-        let n: f64 = p.trim_end_matches('%').parse().map_err(|_| {
-            CliError::usage(format!(
-                "--read-data-subset takes a percentage like 10%, not {p:?}"
-            ))
-        })?;
+        let n: f64 = p
+            .trim_end_matches('%')
+            .parse()
+            .map_err(|_| CliError::usage(format!("--read-data-subset takes a percentage like 10%, not {p:?}")))?;
         if !(0.0..=100.0).contains(&n) || n == 0.0 {
-            return Err(CliError::usage(
-                "--read-data-subset must be between 0% and 100%",
-            ));
+            return Err(CliError::usage("--read-data-subset must be between 0% and 100%"));
         }
         check::ReadData::Subset(n / 100.0)
     } else {
@@ -567,8 +460,7 @@ fn cmd_check(ctx: &Context, a: &args::CheckArgs) -> CliResult {
     let _lock = ctx.lock(&repo, LockKind::Shared, "check")?;
     let report = check::check(&repo, read)?;
     if ctx.out.json {
-        ctx.out
-            .json(&serde_json::to_value(&report).expect("report serialises"));
+        ctx.out.json(&serde_json::to_value(&report).expect("report serialises"));
     } else {
         for w in &report.warnings {
             eprintln!("warning: {}: {}", w.object, w.message);
@@ -592,11 +484,9 @@ fn cmd_check(ctx: &Context, a: &args::CheckArgs) -> CliResult {
     } else {
         Err(CliError::new(
             exit::INTEGRITY,
-            format!(
-                "check found {} problem(s) in the repository",
-                report.problems.len()
-            ),
-        ))
+            format!("check found {} problem(s) in the repository", report.problems.len()),
+        )
+        .after_json())
     }
 }
 
@@ -605,8 +495,7 @@ fn cmd_repair_index(ctx: &Context) -> CliResult {
     let _lock = ctx.lock(&repo, LockKind::Exclusive, "repair index")?;
     let r = repair::repair_index(&repo)?;
     if ctx.out.json {
-        ctx.out
-            .json(&serde_json::to_value(&r).expect("report serialises"));
+        ctx.out.json(&serde_json::to_value(&r).expect("report serialises"));
     } else {
         for u in &r.unreadable_packs {
             eprintln!("snap: warning: {u}");
@@ -616,20 +505,13 @@ fn cmd_repair_index(ctx: &Context) -> CliResult {
             r.blobs, r.packs, r.index_files_written, r.index_files_removed
         );
     }
-    Ok(if r.unreadable_packs.is_empty() {
-        exit::OK
-    } else {
-        exit::PARTIAL
-    })
+    Ok(if r.unreadable_packs.is_empty() { exit::OK } else { exit::PARTIAL })
 }
 
 fn cmd_key(ctx: &Context, k: &KeyCommand) -> CliResult {
     let repo = ctx.open()?;
     match k {
-        KeyCommand::Add {
-            kdf_memory,
-            kdf_iterations,
-        } => {
+        KeyCommand::Add { kdf_memory, kdf_iterations } => {
             let params = kdf(*kdf_memory, *kdf_iterations)?;
             let pw = password::new_password(false)?;
             let name = repo.add_key(&pw, params)?;
@@ -664,11 +546,10 @@ fn cmd_key(ctx: &Context, k: &KeyCommand) -> CliResult {
             }
         }
         KeyCommand::Remove { id } => {
-            if repo
-                .current_key_name()
-                .is_some_and(|c| c.starts_with(id.as_str()))
-            {
-                return Err(CliError::usage("refusing to remove the key you opened the repository with; use another password"));
+            if repo.current_key_name().is_some_and(|c| c.starts_with(id.as_str())) {
+                return Err(CliError::usage(
+                    "refusing to remove the key you opened the repository with; use another password",
+                ));
             }
             let name = repo.remove_key(id)?;
             if ctx.out.json {
@@ -677,36 +558,23 @@ fn cmd_key(ctx: &Context, k: &KeyCommand) -> CliResult {
                 println!("removed key {}", &name[..8]);
             }
         }
-        KeyCommand::Passwd {
-            kdf_memory,
-            kdf_iterations,
-        } => {
+        KeyCommand::Passwd { kdf_memory, kdf_iterations } => {
             let params = kdf(*kdf_memory, *kdf_iterations)?;
             let Some(old) = repo.current_key_name().map(str::to_string) else {
-                return Err(CliError::usage(
-                    "opened with the master key: use `snap key add` to set a password",
-                ));
+                return Err(CliError::usage("opened with the master key: use `snap key add` to set a password"));
             };
             let pw = password::new_password(false)?;
             let name = repo.add_key(&pw, params)?;
-            repo.backend()
-                .delete(crate::repo::backend::FileKind::Key, &old)
-                .map_err(Error::from)?;
+            repo.backend().delete(crate::repo::backend::FileKind::Key, &old).map_err(Error::from)?;
             if ctx.out.json {
                 ctx.out.json(&json!({"added": name, "removed": old}));
             } else {
-                println!(
-                    "password changed (key {} replaced by {})",
-                    &old[..8],
-                    &name[..8]
-                );
+                println!("password changed (key {} replaced by {})", &old[..8], &name[..8]);
             }
         }
         KeyCommand::Export => {
             if std::io::stdout().is_terminal() {
-                eprintln!(
-                    "This master key opens the repository without any password. Store it offline."
-                );
+                eprintln!("This master key opens the repository without any password. Store it offline.");
             }
             let text = repo.key().export_text();
             if ctx.out.json {

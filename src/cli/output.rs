@@ -33,10 +33,7 @@ impl Output {
     }
 
     pub fn json(&self, value: &serde_json::Value) {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).expect("json serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(value).expect("json serialises"));
     }
 
     pub fn note(&self, msg: &str) {
@@ -111,7 +108,5 @@ impl Drop for ProgressDisplay {
 }
 
 pub fn local_time(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.with_timezone(&chrono::Local)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+    t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string()
 }

@@ -23,8 +23,7 @@ fn strip_newline(mut v: Vec<u8>) -> Vec<u8> {
 }
 
 fn from_file(var: &str, path: &str) -> Result<Secret, CliError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| CliError::usage(format!("{var}: cannot read {path}: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| CliError::usage(format!("{var}: cannot read {path}: {e}")))?;
     Ok(Zeroizing::new(strip_newline(bytes)))
 }
 
@@ -37,17 +36,13 @@ fn from_command(var: &str, cmd: &str) -> Result<Secret, CliError> {
         .output()
         .map_err(|e| CliError::usage(format!("{var}: cannot run the command: {e}")))?;
     if !out.status.success() {
-        return Err(CliError::usage(format!(
-            "{var}: the command failed ({})",
-            out.status
-        )));
+        return Err(CliError::usage(format!("{var}: the command failed ({})", out.status)));
     }
     Ok(Zeroizing::new(strip_newline(out.stdout)))
 }
 
 fn prompt(label: &str) -> Result<Secret, CliError> {
-    let p = rpassword::prompt_password(label)
-        .map_err(|e| CliError::usage(format!("cannot read the password: {e}")))?;
+    let p = rpassword::prompt_password(label).map_err(|e| CliError::usage(format!("cannot read the password: {e}")))?;
     Ok(Zeroizing::new(p.into_bytes()))
 }
 
@@ -87,32 +82,21 @@ fn non_empty(s: Secret, var: &str) -> Result<Secret, CliError> {
 /// `SNAP_NEW_PASSWORD_FILE`, `_COMMAND` or `SNAP_NEW_PASSWORD`, else asked
 /// twice on a terminal. `init` falls back to the repository password.
 pub fn new_password(fallback_to_repository: bool) -> Result<Secret, CliError> {
-    let has_new = [
-        "SNAP_NEW_PASSWORD_FILE",
-        "SNAP_NEW_PASSWORD_COMMAND",
-        "SNAP_NEW_PASSWORD",
-    ]
-    .iter()
-    .any(|v| std::env::var(v).is_ok());
+    let has_new = ["SNAP_NEW_PASSWORD_FILE", "SNAP_NEW_PASSWORD_COMMAND", "SNAP_NEW_PASSWORD"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok());
     if has_new {
         return lookup("SNAP_NEW_PASSWORD", "");
     }
     if fallback_to_repository {
-        let has_repo = [
-            "SNAP_PASSWORD_FILE",
-            "SNAP_PASSWORD_COMMAND",
-            "SNAP_PASSWORD",
-        ]
-        .iter()
-        .any(|v| std::env::var(v).is_ok());
+        let has_repo =
+            ["SNAP_PASSWORD_FILE", "SNAP_PASSWORD_COMMAND", "SNAP_PASSWORD"].iter().any(|v| std::env::var(v).is_ok());
         if has_repo {
             return repository_password();
         }
     }
     if !std::io::stdin().is_terminal() {
-        return Err(CliError::usage(
-            "no new password given: set SNAP_NEW_PASSWORD_FILE or SNAP_NEW_PASSWORD",
-        ));
+        return Err(CliError::usage("no new password given: set SNAP_NEW_PASSWORD_FILE or SNAP_NEW_PASSWORD"));
     }
     let a = prompt("New password: ")?;
     if a.is_empty() {

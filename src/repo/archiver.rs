@@ -68,9 +68,7 @@ pub struct SnapshotWriter {
 impl SnapshotWriter {
     pub fn new(repo: Arc<Repository>, progress: Arc<Progress>) -> Result<SnapshotWriter> {
         repo.load_index()?;
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let saver = Arc::new(BlobSaver::new(repo.clone(), progress.clone(), threads));
         let (tx, rx) = bounded::<Event>(1024);
         let builder = {
@@ -98,31 +96,16 @@ impl SnapshotWriter {
     }
 
     fn send(&mut self, ev: Event) -> Result<()> {
-        if self
-            .events
-            .as_ref()
-            .expect("writer used after finish")
-            .send(ev)
-            .is_err()
-        {
+        if self.events.as_ref().expect("writer used after finish").send(ev).is_err() {
             // The builder stopped: its own error is the one to report.
-            return Err(self
-                .join_builder()
-                .err()
-                .unwrap_or_else(|| Error::Invalid("tree builder stopped".into())));
+            return Err(self.join_builder().err().unwrap_or_else(|| Error::Invalid("tree builder stopped".into())));
         }
         Ok(())
     }
 
     /// Add a file, streaming `reader` through the chunker. Returns the bytes
     /// read. `node.size` is set from what was actually read.
-    pub fn add_file(
-        &mut self,
-        path: Vec<Vec<u8>>,
-        mut node: Node,
-        reader: impl Read,
-        profile: &str,
-    ) -> Result<u64> {
+    pub fn add_file(&mut self, path: Vec<Vec<u8>>, mut node: Node, reader: impl Read, profile: &str) -> Result<u64> {
         if !self.chunkers.contains_key(profile) {
             let c = self.repo.chunker(profile)?;
             self.chunkers.insert(profile.to_string(), c);
@@ -133,9 +116,7 @@ impl SnapshotWriter {
         for chunk in chunker.stream(reader) {
             let chunk = chunk.map_err(|e| Error::io(display_path(&path), e))?;
             size += chunk.len() as u64;
-            self.progress
-                .bytes_read
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             tickets.push(self.saver().submit(chunk, BlobType::Data)?);
             if self.saver().failed() {
                 break;
@@ -157,10 +138,7 @@ impl SnapshotWriter {
     pub fn add_symlink(&mut self, path: Vec<Vec<u8>>, mut node: Node) -> Result<()> {
         node.kind = NodeKind::Symlink;
         if node.target.is_none() {
-            return Err(Error::Invalid(format!(
-                "symlink {} has no target",
-                display_path(&path)
-            )));
+            return Err(Error::Invalid(format!("symlink {} has no target", display_path(&path))));
         }
         self.send(Event::Leaf(path, node, Vec::new()))
     }
@@ -168,9 +146,7 @@ impl SnapshotWriter {
     fn join_builder(&mut self) -> Result<(Id, TreeStats)> {
         drop(self.events.take());
         match self.builder.take() {
-            Some(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(Error::Invalid("tree builder panicked".into()))),
+            Some(h) => h.join().unwrap_or_else(|_| Err(Error::Invalid("tree builder panicked".into()))),
             None => Err(Error::Invalid("tree builder already finished".into())),
         }
     }
@@ -206,8 +182,7 @@ impl SnapshotWriter {
             lost: Vec::new(),
             original: None,
         };
-        snapshot.summary.duration_s =
-            (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        snapshot.summary.duration_s = (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
         let id = self.repo.write_snapshot(&snapshot)?;
         Ok((id, snapshot))
     }
@@ -222,10 +197,7 @@ impl Drop for SnapshotWriter {
 }
 
 pub fn display_path(path: &[Vec<u8>]) -> String {
-    path.iter()
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
+    path.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("/")
 }
 
 fn build_trees(
@@ -233,58 +205,33 @@ fn build_trees(
     progress: &Progress,
     events: crossbeam_channel::Receiver<Event>,
 ) -> Result<(Id, TreeStats)> {
-    let mut stack = vec![OpenDir {
-        name: Vec::new(),
-        node: None,
-        children: Vec::new(),
-    }];
+    let mut stack = vec![OpenDir { name: Vec::new(), node: None, children: Vec::new() }];
     let mut stats = TreeStats::default();
     for ev in events {
         let (path, is_dir) = match &ev {
             Event::Dir(p, _) => (p, true),
             Event::Leaf(p, _, _) => (p, false),
         };
-        if path.is_empty()
-            || path
-                .iter()
-                .any(|c| c.is_empty() || c == b"." || c == b".." || c.contains(&b'/'))
-        {
-            return Err(Error::Invalid(format!(
-                "invalid path {:?} in snapshot",
-                display_path(path)
-            )));
+        if path.is_empty() || path.iter().any(|c| c.is_empty() || c == b"." || c == b".." || c.contains(&b'/')) {
+            return Err(Error::Invalid(format!("invalid path {:?} in snapshot", display_path(path))));
         }
         let parents = &path[..path.len() - 1];
-        let common = stack[1..]
-            .iter()
-            .zip(parents)
-            .take_while(|(d, c)| &d.name == *c)
-            .count();
+        let common = stack[1..].iter().zip(parents).take_while(|(d, c)| &d.name == *c).count();
         while stack.len() - 1 > common {
             close_dir(&mut stack, saver, &mut stats)?;
         }
         for c in &parents[common..] {
-            stack.push(OpenDir {
-                name: c.clone(),
-                node: None,
-                children: Vec::new(),
-            });
+            stack.push(OpenDir { name: c.clone(), node: None, children: Vec::new() });
         }
         let name = path.last().expect("non-empty path").clone();
         match ev {
             Event::Dir(_, node) => {
                 let _ = is_dir;
-                stack.push(OpenDir {
-                    name,
-                    node: Some(node),
-                    children: Vec::new(),
-                });
+                stack.push(OpenDir { name, node: Some(node), children: Vec::new() });
             }
             Event::Leaf(p, mut node, tickets) => {
                 for t in tickets {
-                    let saved = t
-                        .recv()
-                        .map_err(|_| Error::Invalid("blob saver stopped".into()))??;
+                    let saved = t.recv().map_err(|_| Error::Invalid("blob saver stopped".into()))??;
                     node.content.push(saved.id);
                 }
                 if node.kind == NodeKind::File {
@@ -302,12 +249,7 @@ fn build_trees(
         close_dir(&mut stack, saver, &mut stats)?;
     }
     let root = stack.pop().expect("root present");
-    let id = saver.save_tree(
-        Tree {
-            nodes: root.children,
-        }
-        .encode(),
-    )?;
+    let id = saver.save_tree(Tree { nodes: root.children }.encode())?;
     Ok((id, stats))
 }
 
@@ -326,25 +268,15 @@ fn push_child(dir: &mut OpenDir, node: Node, path: &[Vec<u8>]) -> Result<()> {
 
 fn close_dir(stack: &mut Vec<OpenDir>, saver: &BlobSaver, stats: &mut TreeStats) -> Result<()> {
     let dir = stack.pop().expect("non-root dir");
-    let id = saver.save_tree(
-        Tree {
-            nodes: dir.children,
-        }
-        .encode(),
-    )?;
-    let mut node = dir
-        .node
-        .unwrap_or_else(|| Node::new(&dir.name, NodeKind::Dir));
+    let id = saver.save_tree(Tree { nodes: dir.children }.encode())?;
+    let mut node = dir.node.unwrap_or_else(|| Node::new(&dir.name, NodeKind::Dir));
     let (n, raw) = super::format::tree::encode_name(&dir.name);
     node.name = n;
     node.name_raw = raw;
     node.kind = NodeKind::Dir;
     node.subtree = Some(id);
     stats.dirs += 1;
-    let parent_path: Vec<Vec<u8>> = stack[1..]
-        .iter()
-        .map(|d| d.name.clone())
-        .chain(std::iter::once(dir.name))
-        .collect();
+    let parent_path: Vec<Vec<u8>> =
+        stack[1..].iter().map(|d| d.name.clone()).chain(std::iter::once(dir.name)).collect();
     push_child(stack.last_mut().expect("root present"), node, &parent_path)
 }

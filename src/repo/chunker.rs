@@ -22,22 +22,13 @@ pub struct ChunkerParams {
 
 impl ChunkerParams {
     /// Large files and objects: few chunks, small index.
-    pub const LARGE: ChunkerParams = ChunkerParams {
-        min_size: 256 * 1024,
-        avg_size: 1024 * 1024,
-        max_size: 4 * 1024 * 1024,
-    };
+    pub const LARGE: ChunkerParams =
+        ChunkerParams { min_size: 256 * 1024, avg_size: 1024 * 1024, max_size: 4 * 1024 * 1024 };
     /// Table data and dumps: smaller chunks so one changed row costs less.
-    pub const SMALL: ChunkerParams = ChunkerParams {
-        min_size: 16 * 1024,
-        avg_size: 64 * 1024,
-        max_size: 256 * 1024,
-    };
+    pub const SMALL: ChunkerParams = ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 };
 
     pub fn validate(&self) -> Result<(), String> {
-        use fastcdc::v2020::{
-            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
-        };
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max_size)
@@ -63,9 +54,7 @@ pub struct GearTables {
 
 impl GearTables {
     pub fn derive(secret: &[u8; 32]) -> GearTables {
-        let mut xof = blake3::Hasher::new_keyed(secret)
-            .update(b"gear")
-            .finalize_xof();
+        let mut xof = blake3::Hasher::new_keyed(secret).update(b"gear").finalize_xof();
         let mut bytes = [0u8; 256 * 8];
         xof.fill(&mut bytes);
         let mut gear = Box::new([0u64; 256]);
@@ -89,19 +78,12 @@ pub struct Chunker {
 
 impl Chunker {
     pub fn new(params: ChunkerParams, tables: GearTables) -> Chunker {
-        params
-            .validate()
-            .expect("chunker params validated when the config was read");
+        params.validate().expect("chunker params validated when the config was read");
         // Normalisation level 1, as the FastCDC paper recommends.
         let bits = fastcdc::v2020::logarithm2(params.avg_size);
         let mask_s = fastcdc::v2020::MASKS[(bits + 1) as usize];
         let mask_l = fastcdc::v2020::MASKS[(bits - 1) as usize];
-        Chunker {
-            params,
-            tables,
-            mask_s,
-            mask_l,
-        }
+        Chunker { params, tables, mask_s, mask_l }
     }
 
     pub fn params(&self) -> ChunkerParams {
@@ -128,13 +110,7 @@ impl Chunker {
     }
 
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
-        ChunkStream {
-            chunker: self,
-            reader,
-            buf: Vec::new(),
-            pos: 0,
-            eof: false,
-        }
+        ChunkStream { chunker: self, reader, buf: Vec::new(), pos: 0, eof: false }
     }
 }
 
@@ -212,11 +188,7 @@ mod tests {
     }
 
     fn small() -> ChunkerParams {
-        ChunkerParams {
-            min_size: 1024,
-            avg_size: 4096,
-            max_size: 16384,
-        }
+        ChunkerParams { min_size: 1024, avg_size: 4096, max_size: 16384 }
     }
 
     #[test]
@@ -235,14 +207,10 @@ mod tests {
     #[test]
     fn different_keys_cut_differently() {
         let data = pseudo_random(1 << 20, 9);
-        let a: Vec<usize> = Chunker::new(small(), GearTables::derive(&[1; 32]))
-            .stream(&data[..])
-            .map(|c| c.unwrap().len())
-            .collect();
-        let b: Vec<usize> = Chunker::new(small(), GearTables::derive(&[2; 32]))
-            .stream(&data[..])
-            .map(|c| c.unwrap().len())
-            .collect();
+        let a: Vec<usize> =
+            Chunker::new(small(), GearTables::derive(&[1; 32])).stream(&data[..]).map(|c| c.unwrap().len()).collect();
+        let b: Vec<usize> =
+            Chunker::new(small(), GearTables::derive(&[2; 32])).stream(&data[..]).map(|c| c.unwrap().len()).collect();
         assert_ne!(a, b);
     }
 
@@ -252,15 +220,10 @@ mod tests {
         let mut edited = data.clone();
         edited.splice(500_000..500_000, b"inserted bytes".iter().copied());
         let c = Chunker::new(small(), GearTables::derive(&[3; 32]));
-        let a: std::collections::HashSet<Vec<u8>> =
-            c.stream(&data[..]).map(|c| c.unwrap()).collect();
+        let a: std::collections::HashSet<Vec<u8>> = c.stream(&data[..]).map(|c| c.unwrap()).collect();
         let b: Vec<Vec<u8>> = c.stream(&edited[..]).map(|c| c.unwrap()).collect();
         let shared = b.iter().filter(|ch| a.contains(*ch)).count();
-        assert!(
-            shared + 3 >= b.len(),
-            "{shared} of {} chunks shared",
-            b.len()
-        );
+        assert!(shared + 3 >= b.len(), "{shared} of {} chunks shared", b.len());
     }
 
     proptest! {

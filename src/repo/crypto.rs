@@ -96,15 +96,12 @@ impl MasterKey {
     pub fn import_text(text: &str) -> Result<MasterKey, String> {
         let mut words = text.split_whitespace();
         if words.next() != Some("snap-master-key-v1") {
-            return Err(
-                "not a snap master key (expected it to start with snap-master-key-v1)".into(),
-            );
+            return Err("not a snap master key (expected it to start with snap-master-key-v1)".into());
         }
         let body: String = words.next().unwrap_or_default().replace('-', "");
         let sum = words.next().unwrap_or_default();
         let mut secret = [0u8; 32];
-        hex::decode_to_slice(&body, &mut secret)
-            .map_err(|_| "master key must have 64 hex digits".to_string())?;
+        hex::decode_to_slice(&body, &mut secret).map_err(|_| "master key must have 64 hex digits".to_string())?;
         if &blake3::hash(&secret).to_hex()[..8] != sum {
             return Err("master key checksum does not match: check the copy for typos".into());
         }
@@ -117,13 +114,7 @@ pub fn seal_with(key: &[u8; 32], associated: &[u8], plaintext: &[u8]) -> Vec<u8>
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::getrandom(&mut nonce).expect("operating system random source failed");
     let ct = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad: associated,
-            },
-        )
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: associated })
         .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
     out.extend_from_slice(&nonce);
@@ -138,13 +129,7 @@ pub fn open_with(key: &[u8; 32], associated: &[u8], sealed: &[u8]) -> Result<Vec
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
     let cipher = XChaCha20Poly1305::new(key.into());
     cipher
-        .decrypt(
-            XNonce::from_slice(nonce),
-            Payload {
-                msg: ct,
-                aad: associated,
-            },
-        )
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: associated })
         .map_err(|_| CryptoError::Authentication)
 }
 
@@ -163,10 +148,7 @@ impl KdfParams {
     /// opening allocate gigabytes or spin for hours.
     pub fn validate(&self) -> Result<(), String> {
         if !(8..=4 * 1024 * 1024).contains(&self.memory_kib) {
-            return Err(format!(
-                "argon2 memory {} KiB out of range",
-                self.memory_kib
-            ));
+            return Err(format!("argon2 memory {} KiB out of range", self.memory_kib));
         }
         if !(1..=64).contains(&self.iterations) || !(1..=16).contains(&self.parallelism) {
             return Err("argon2 iterations or parallelism out of range".into());
@@ -177,36 +159,22 @@ impl KdfParams {
     /// Pick iterations at the given memory so that one derivation takes about
     /// `target` on this machine.
     pub fn tune(memory_kib: u32, target: std::time::Duration) -> KdfParams {
-        let probe = KdfParams {
-            memory_kib,
-            iterations: 1,
-            parallelism: 1,
-        };
+        let probe = KdfParams { memory_kib, iterations: 1, parallelism: 1 };
         let salt = [0u8; 16];
         let start = std::time::Instant::now();
         let _ = probe.derive(b"tuning", &salt);
         let one = start.elapsed().max(std::time::Duration::from_millis(1));
-        let iterations = (target.as_secs_f64() / one.as_secs_f64())
-            .round()
-            .clamp(1.0, 20.0) as u32;
-        KdfParams {
-            memory_kib,
-            iterations,
-            parallelism: 1,
-        }
+        let iterations = (target.as_secs_f64() / one.as_secs_f64()).round().clamp(1.0, 20.0) as u32;
+        KdfParams { memory_kib, iterations, parallelism: 1 }
     }
 
     pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32], String> {
         self.validate()?;
-        let params =
-            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-                .map_err(|e| format!("bad argon2 parameters: {e}"))?;
-        let argon =
-            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map_err(|e| format!("bad argon2 parameters: {e}"))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
-        argon
-            .hash_password_into(password, salt, &mut out)
-            .map_err(|e| format!("argon2 failed: {e}"))?;
+        argon.hash_password_into(password, salt, &mut out).map_err(|e| format!("argon2 failed: {e}"))?;
         Ok(out)
     }
 }
@@ -252,20 +220,9 @@ mod tests {
 
     #[test]
     fn kdf_rejects_hostile_parameters() {
-        let p = KdfParams {
-            memory_kib: u32::MAX,
-            iterations: 1,
-            parallelism: 1,
-        };
+        let p = KdfParams { memory_kib: u32::MAX, iterations: 1, parallelism: 1 };
         assert!(p.derive(b"pw", b"saltsaltsaltsalt").is_err());
-        let p = KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
-        assert_eq!(
-            p.derive(b"pw", b"saltsaltsaltsalt"),
-            p.derive(b"pw", b"saltsaltsaltsalt")
-        );
+        let p = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+        assert_eq!(p.derive(b"pw", b"saltsaltsaltsalt"), p.derive(b"pw", b"saltsaltsaltsalt"));
     }
 }

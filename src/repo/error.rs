@@ -41,16 +41,10 @@ pub enum Error {
 
 impl Error {
     pub fn format(what: impl Into<String>, source: FormatError) -> Error {
-        Error::Format {
-            what: what.into(),
-            source,
-        }
+        Error::Format { what: what.into(), source }
     }
     pub fn io(path: impl std::fmt::Display, source: io::Error) -> Error {
-        Error::Io {
-            path: path.to_string(),
-            source,
-        }
+        Error::Io { path: path.to_string(), source }
     }
     /// Damaged or missing repository data, as opposed to bad input or a
     /// passing I/O failure.

@@ -108,16 +108,8 @@ impl MasterIndex {
         let e = self.find(id)?;
         Some(BlobLocation {
             pack: self.packs[e.pack as usize],
-            blob_type: if e.flags & 1 == 0 {
-                BlobType::Data
-            } else {
-                BlobType::Tree
-            },
-            compression: if e.flags & 2 == 0 {
-                Compression::None
-            } else {
-                Compression::Zstd
-            },
+            blob_type: if e.flags & 1 == 0 { BlobType::Data } else { BlobType::Tree },
+            compression: if e.flags & 2 == 0 { Compression::None } else { Compression::Zstd },
             offset: e.offset,
             length: e.length,
             raw_length: e.raw_length,
@@ -142,10 +134,7 @@ impl MasterIndex {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Id, BlobLocation)> + '_ {
-        self.sorted
-            .iter()
-            .chain(self.recent.values())
-            .map(|e| (e.id, self.get(&e.id).expect("entry present")))
+        self.sorted.iter().chain(self.recent.values()).map(|e| (e.id, self.get(&e.id).expect("entry present")))
     }
 }
 
@@ -186,10 +175,6 @@ mod tests {
 
     #[test]
     fn entry_is_compact() {
-        assert!(
-            MasterIndex::bytes_per_blob() <= 52,
-            "{}",
-            MasterIndex::bytes_per_blob()
-        );
+        assert!(MasterIndex::bytes_per_blob() <= 52, "{}", MasterIndex::bytes_per_blob());
     }
 }

@@ -39,10 +39,7 @@ pub struct LockGuard {
 }
 
 pub fn is_stale(info: &LockInfo) -> bool {
-    let age = Utc::now()
-        .signed_duration_since(info.time)
-        .to_std()
-        .unwrap_or_default();
+    let age = Utc::now().signed_duration_since(info.time).to_std().unwrap_or_default();
     if age > STALE {
         return true;
     }
@@ -51,16 +48,11 @@ pub fn is_stale(info: &LockInfo) -> bool {
 
 /// Every lock file with its contents; unreadable ones are returned as errors
 /// so callers can decide (lock acquisition ignores damaged files).
-pub fn list_locks(
-    repo: &Repository,
-) -> Result<Vec<(String, std::result::Result<LockInfo, String>)>> {
+pub fn list_locks(repo: &Repository) -> Result<Vec<(String, std::result::Result<LockInfo, String>)>> {
     let mut out = Vec::new();
     for f in repo.backend().list(FileKind::Lock)? {
         match repo.backend().read(FileKind::Lock, &f.name) {
-            Ok(bytes) => out.push((
-                f.name,
-                LockInfo::open(repo.key(), &bytes).map_err(|e| e.to_string()),
-            )),
+            Ok(bytes) => out.push((f.name, LockInfo::open(repo.key(), &bytes).map_err(|e| e.to_string()))),
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
         }
@@ -68,12 +60,7 @@ pub fn list_locks(
     Ok(out)
 }
 
-fn write_lock(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    kind: LockKind,
-    purpose: &str,
-) -> Result<String> {
+fn write_lock(backend: &dyn Backend, key: &MasterKey, kind: LockKind, purpose: &str) -> Result<String> {
     let info = LockInfo {
         host: sysinfo::hostname(),
         pid: std::process::id(),
@@ -90,18 +77,12 @@ fn write_lock(
 fn describe(info: &LockInfo) -> String {
     format!(
         "{} lock held by `{}` (pid {} on {}, user {}) since {}",
-        if info.exclusive {
-            "an exclusive"
-        } else {
-            "a shared"
-        },
+        if info.exclusive { "an exclusive" } else { "a shared" },
         info.purpose,
         info.pid,
         info.host,
         info.username,
-        info.time
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M:%S")
+        info.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
     )
 }
 
@@ -147,11 +128,7 @@ pub fn acquire(
         }
         // Jitter breaks the tie when two exclusive lockers back off together.
         let jitter = Duration::from_millis(u64::from(Id::random().0[0]) * 4);
-        std::thread::sleep(
-            (delay + jitter)
-                .min(wait.saturating_sub(start.elapsed()))
-                .max(Duration::from_millis(10)),
-        );
+        std::thread::sleep((delay + jitter).min(wait.saturating_sub(start.elapsed())).max(Duration::from_millis(10)));
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
@@ -181,12 +158,7 @@ impl LockGuard {
                 }
             })
         };
-        LockGuard {
-            backend,
-            stop: Some(stop),
-            refresher: Some(refresher),
-            current,
-        }
+        LockGuard { backend, stop: Some(stop), refresher: Some(refresher), current }
     }
 }
 
@@ -196,11 +168,7 @@ impl Drop for LockGuard {
         if let Some(h) = self.refresher.take() {
             let _ = h.join();
         }
-        let name = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let name = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let _ = self.backend.delete(FileKind::Lock, &name);
     }
 }

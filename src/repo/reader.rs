@@ -57,9 +57,7 @@ pub fn for_each_blob_ordered(
                     break;
                 }
                 if next_emit < next_submit {
-                    let (seq, res) = res_rx
-                        .recv()
-                        .map_err(|_| Error::Invalid("blob reader stopped".into()))?;
+                    let (seq, res) = res_rx.recv().map_err(|_| Error::Invalid("blob reader stopped".into()))?;
                     held.insert(seq, res?);
                 }
             }
@@ -73,7 +71,5 @@ pub fn for_each_blob_ordered(
 }
 
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }

@@ -42,35 +42,21 @@ pub struct KeyListing {
 }
 
 impl Repository {
-    pub fn init(
-        backend: Arc<dyn Backend>,
-        password: &[u8],
-        opts: &InitOptions,
-    ) -> Result<Repository> {
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Repository> {
         if backend.read(FileKind::Config, "config").is_ok() {
             return Err(Error::AlreadyExists(backend.location()));
         }
         let config = Config::new(opts.pack_size, opts.compression_level);
-        config
-            .validate()
-            .map_err(|e| Error::Invalid(format!("invalid repository settings: {e}")))?;
+        config.validate().map_err(|e| Error::Invalid(format!("invalid repository settings: {e}")))?;
         backend.create().map_err(|e| match e {
-            super::backend::BackendError::Io { source, .. }
-                if source.kind() == std::io::ErrorKind::AlreadyExists =>
-            {
+            super::backend::BackendError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
                 Error::AlreadyExists(format!("{} ({source})", backend.location()))
             }
             other => other.into(),
         })?;
         let key = MasterKey::generate();
-        let keyfile = KeyFile::create(
-            &key,
-            password,
-            opts.kdf,
-            &sysinfo::hostname(),
-            &sysinfo::username(),
-        )
-        .map_err(Error::Invalid)?;
+        let keyfile = KeyFile::create(&key, password, opts.kdf, &sysinfo::hostname(), &sysinfo::username())
+            .map_err(Error::Invalid)?;
         let bytes = keyfile.encode();
         let key_name = Id::of_bytes(&bytes).to_hex();
         // Key first, config last: a repository is visible only once it can be opened.
@@ -79,12 +65,7 @@ impl Repository {
         Ok(Self::assemble(backend, key, config, Some(key_name)))
     }
 
-    fn assemble(
-        backend: Arc<dyn Backend>,
-        key: MasterKey,
-        config: Config,
-        key_name: Option<String>,
-    ) -> Repository {
+    fn assemble(backend: Arc<dyn Backend>, key: MasterKey, config: Config, key_name: Option<String>) -> Repository {
         let gear = GearTables::derive(key.chunker_secret());
         Repository {
             backend,
@@ -121,30 +102,18 @@ impl Repository {
                     continue;
                 }
             };
-            let Some(master) = file
-                .unwrap_key(password)
-                .map_err(|e| Error::format(format!("key {}", k.name), e))?
+            let Some(master) = file.unwrap_key(password).map_err(|e| Error::format(format!("key {}", k.name), e))?
             else {
                 continue;
             };
-            let config =
-                Config::open(&master, &config_bytes).map_err(|e| Error::format("config", e))?;
-            return Ok(Self::assemble(
-                backend,
-                master,
-                config,
-                Some(k.name.clone()),
-            ));
+            let config = Config::open(&master, &config_bytes).map_err(|e| Error::format("config", e))?;
+            return Ok(Self::assemble(backend, master, config, Some(k.name.clone())));
         }
         if keys.is_empty() || damaged.len() == keys.len() {
             return Err(Error::Invalid(format!(
                 "no usable key file in {} ({}); open it with the exported master key",
                 backend.location(),
-                if damaged.is_empty() {
-                    "keys/ is empty".to_string()
-                } else {
-                    damaged.join("; ")
-                }
+                if damaged.is_empty() { "keys/ is empty".to_string() } else { damaged.join("; ") }
             )));
         }
         Err(Error::WrongPassword)
@@ -170,19 +139,18 @@ impl Repository {
     }
 
     pub fn chunker(&self, profile: &str) -> Result<Chunker> {
-        let params = self.config.chunker.get(profile).ok_or_else(|| {
-            Error::Invalid(format!("no chunker profile {profile:?} in this repository"))
-        })?;
+        let params = self
+            .config
+            .chunker
+            .get(profile)
+            .ok_or_else(|| Error::Invalid(format!("no chunker profile {profile:?} in this repository")))?;
         Ok(Chunker::new(*params, self.gear.clone()))
     }
 
     /// Rewrite the config (e.g. a saved retention policy). Same key, same id.
     pub fn save_config(&mut self, config: Config) -> Result<()> {
-        config
-            .validate()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        self.backend
-            .write(FileKind::Config, "config", &config.seal(&self.key))?;
+        config.validate().map_err(|e| Error::Invalid(e.to_string()))?;
+        self.backend.write(FileKind::Config, "config", &config.seal(&self.key))?;
         self.config = config;
         Ok(())
     }
@@ -211,10 +179,8 @@ impl Repository {
                 Err(e) => bad.push((f.name, e)),
             }
         }
-        let superseded: std::collections::HashSet<Id> = files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
+        let superseded: std::collections::HashSet<Id> =
+            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
         let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
         for (name, f) in &files {
             if !superseded.contains(name) {
@@ -222,8 +188,7 @@ impl Repository {
             }
         }
         idx.seal_loaded();
-        self.index_loaded
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.index_loaded.store(true, std::sync::atomic::Ordering::Release);
         Ok(bad)
     }
 
@@ -260,18 +225,9 @@ impl Repository {
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = self.index().get(id).ok_or(Error::MissingBlob(*id))?;
         let pack = loc.pack.to_hex();
-        let stored =
-            self.backend
-                .read_range(FileKind::Pack, &pack, loc.offset as u64, loc.length as u64)?;
-        decode_blob(
-            &self.key,
-            loc.blob_type,
-            loc.compression,
-            id,
-            loc.raw_length,
-            &stored,
-        )
-        .map_err(|e| Error::format(format!("blob {} in pack {}", id.short(), &pack[..16]), e))
+        let stored = self.backend.read_range(FileKind::Pack, &pack, loc.offset as u64, loc.length as u64)?;
+        decode_blob(&self.key, loc.blob_type, loc.compression, id, loc.raw_length, &stored)
+            .map_err(|e| Error::format(format!("blob {} in pack {}", id.short(), &pack[..16]), e))
     }
 
     pub fn read_tree(&self, id: &Id) -> Result<Tree> {
@@ -288,8 +244,7 @@ impl Repository {
     pub fn write_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
         let bytes = snapshot.seal(&self.key);
         let id = Id::of_bytes(&bytes);
-        self.backend
-            .write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+        self.backend.write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
         Ok(id)
     }
 
@@ -317,9 +272,7 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
             let (mut all, _) = self.list_snapshots()?;
-            return all
-                .pop()
-                .ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+            return all.pop().ok_or_else(|| Error::SnapshotNotFound(spec.into()));
         }
         if spec.len() < 6 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::Invalid(format!(
@@ -354,27 +307,16 @@ impl Repository {
         let mut out = Vec::new();
         for f in self.backend.list(FileKind::Key)? {
             let bytes = self.backend.read(FileKind::Key, &f.name)?;
-            let file = KeyFile::decode(&bytes)
-                .map_err(|e| Error::format(format!("keys/{}", f.name), e))?;
-            out.push(KeyListing {
-                current: self.key_name.as_deref() == Some(&f.name),
-                name: f.name,
-                file,
-            });
+            let file = KeyFile::decode(&bytes).map_err(|e| Error::format(format!("keys/{}", f.name), e))?;
+            out.push(KeyListing { current: self.key_name.as_deref() == Some(&f.name), name: f.name, file });
         }
         out.sort_by(|a, b| a.file.created.cmp(&b.file.created));
         Ok(out)
     }
 
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
-        let file = KeyFile::create(
-            &self.key,
-            password,
-            kdf,
-            &sysinfo::hostname(),
-            &sysinfo::username(),
-        )
-        .map_err(Error::Invalid)?;
+        let file = KeyFile::create(&self.key, password, kdf, &sysinfo::hostname(), &sysinfo::username())
+            .map_err(Error::Invalid)?;
         let bytes = file.encode();
         let name = Id::of_bytes(&bytes).to_hex();
         self.backend.write(FileKind::Key, &name, &bytes)?;
@@ -389,16 +331,10 @@ impl Repository {
         let key = match matches.as_slice() {
             [one] => *one,
             [] => return Err(Error::Invalid(format!("no key matches {spec:?}"))),
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "{spec:?} matches more than one key"
-                )))
-            }
+            _ => return Err(Error::Invalid(format!("{spec:?} matches more than one key"))),
         };
         if keys.len() == 1 {
-            return Err(Error::Invalid(
-                "refusing to remove the only key of the repository".into(),
-            ));
+            return Err(Error::Invalid("refusing to remove the only key of the repository".into()));
         }
         self.backend.delete(FileKind::Key, &key.name)?;
         Ok(key.name.clone())
@@ -407,6 +343,5 @@ impl Repository {
 
 /// Repository file names are the hex ids of their contents.
 pub fn parse_name(name: &str) -> Result<Id> {
-    name.parse()
-        .map_err(|_| Error::Invalid(format!("unexpected file name {name:?} in the repository")))
+    name.parse().map_err(|_| Error::Invalid(format!("unexpected file name {name:?} in the repository")))
 }

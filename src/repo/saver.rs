@@ -85,10 +85,7 @@ impl Shared {
         }
     }
     fn failed(&self) -> bool {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 }
 
@@ -109,14 +106,8 @@ impl BlobSaver {
             repo,
             claimed: Mutex::new(HashSet::new()),
             open: [
-                Mutex::new(OpenPack {
-                    bytes: Vec::new(),
-                    entries: Vec::new(),
-                }),
-                Mutex::new(OpenPack {
-                    bytes: Vec::new(),
-                    entries: Vec::new(),
-                }),
+                Mutex::new(OpenPack { bytes: Vec::new(), entries: Vec::new() }),
+                Mutex::new(OpenPack { bytes: Vec::new(), entries: Vec::new() }),
             ],
             failure: Mutex::new(None),
             progress,
@@ -135,13 +126,7 @@ impl BlobSaver {
             let shared = shared.clone();
             std::thread::spawn(move || writer(&shared, &pack_rx))
         };
-        BlobSaver {
-            shared,
-            jobs: Some(job_tx),
-            packs: Some(pack_tx),
-            workers,
-            writer: Some(writer),
-        }
+        BlobSaver { shared, jobs: Some(job_tx), packs: Some(pack_tx), workers, writer: Some(writer) }
     }
 
     fn send(&self, job: Job) -> Result<()> {
@@ -155,12 +140,7 @@ impl BlobSaver {
     /// Queue a data chunk; the ticket yields its id once hashed and stored.
     pub fn submit(&self, data: Vec<u8>, blob_type: BlobType) -> Result<Ticket> {
         let (tx, rx) = bounded(1);
-        self.send(Job {
-            data,
-            blob_type,
-            id: None,
-            reply: Some(tx),
-        })?;
+        self.send(Job { data, blob_type, id: None, reply: Some(tx) })?;
         Ok(rx)
     }
 
@@ -168,12 +148,7 @@ impl BlobSaver {
     /// it at once; storage happens in the background.
     pub fn save_tree(&self, bytes: Vec<u8>) -> Result<Id> {
         let id = self.shared.repo.key().blob_id(&bytes);
-        self.send(Job {
-            data: bytes,
-            blob_type: BlobType::Tree,
-            id: Some(id),
-            reply: None,
-        })?;
+        self.send(Job { data: bytes, blob_type: BlobType::Tree, id: Some(id), reply: None })?;
         Ok(id)
     }
 
@@ -185,13 +160,7 @@ impl BlobSaver {
     /// by a durable index file when this returns `Ok`.
     pub fn finish(mut self) -> Result<()> {
         self.shutdown();
-        match self
-            .shared
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        match self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -206,13 +175,7 @@ impl BlobSaver {
             for slot in &self.shared.open {
                 let mut open = slot.lock().unwrap_or_else(|p| p.into_inner());
                 if !open.entries.is_empty() {
-                    let full = std::mem::replace(
-                        &mut *open,
-                        OpenPack {
-                            bytes: Vec::new(),
-                            entries: Vec::new(),
-                        },
-                    );
+                    let full = std::mem::replace(&mut *open, OpenPack { bytes: Vec::new(), entries: Vec::new() });
                     let _ = packs.send(full);
                 }
             }
@@ -235,12 +198,7 @@ fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<OpenPack>) {
     let pack_size = repo.config().pack_size as usize;
     for job in jobs {
         let id = job.id.unwrap_or_else(|| repo.key().blob_id(&job.data));
-        let new = !repo.index().contains(&id)
-            && shared
-                .claimed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id);
+        let new = !repo.index().contains(&id) && shared.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
         if job.blob_type == BlobType::Data {
             shared.progress.chunks.fetch_add(1, Ordering::Relaxed);
         }
@@ -248,10 +206,7 @@ fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<OpenPack>) {
             let encoded = encoder.encode(repo.key(), job.blob_type, &id, &job.data);
             if job.blob_type == BlobType::Data {
                 shared.progress.chunks_new.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .progress
-                    .bytes_new
-                    .fetch_add(job.data.len() as u64, Ordering::Relaxed);
+                shared.progress.bytes_new.fetch_add(job.data.len() as u64, Ordering::Relaxed);
             }
             let entry = PackEntry {
                 blob_type: job.blob_type,
@@ -261,23 +216,14 @@ fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<OpenPack>) {
                 raw_length: job.data.len() as u32,
             };
             let full = {
-                let mut open = shared.open[job.blob_type as usize]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut open = shared.open[job.blob_type as usize].lock().unwrap_or_else(|p| p.into_inner());
                 if open.bytes.capacity() == 0 {
                     open.bytes.reserve(pack_size + pack_size / 8);
                 }
                 open.bytes.extend_from_slice(&encoded.bytes);
                 open.entries.push(entry);
-                (open.bytes.len() >= pack_size).then(|| {
-                    std::mem::replace(
-                        &mut *open,
-                        OpenPack {
-                            bytes: Vec::new(),
-                            entries: Vec::new(),
-                        },
-                    )
-                })
+                (open.bytes.len() >= pack_size)
+                    .then(|| std::mem::replace(&mut *open, OpenPack { bytes: Vec::new(), entries: Vec::new() }))
             };
             if let Some(full) = full {
                 if packs.send(full).is_err() {
@@ -298,16 +244,10 @@ fn writer(shared: &Shared, packs: &Receiver<OpenPack>) {
         if pending.is_empty() || shared.failed() {
             return;
         }
-        let file = IndexFile {
-            supersedes: Vec::new(),
-            packs: std::mem::take(pending),
-        };
+        let file = IndexFile { supersedes: Vec::new(), packs: std::mem::take(pending) };
         match repo.write_index_file(&file) {
             Ok((_, len)) => {
-                shared
-                    .progress
-                    .bytes_added
-                    .fetch_add(len, Ordering::Relaxed);
+                shared.progress.bytes_added.fetch_add(len, Ordering::Relaxed);
             }
             Err(e) => shared.fail(e),
         }
@@ -335,10 +275,7 @@ fn writer(shared: &Shared, packs: &Receiver<OpenPack>) {
             shared.fail(e.into());
             continue;
         }
-        shared
-            .progress
-            .bytes_added
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        shared.progress.bytes_added.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         repo.index_mut().add_pack(id, &blobs);
         pending.push(IndexPack { id, blobs });
         if pending.len() >= INDEX_EVERY {

@@ -12,12 +12,10 @@ pub fn hostname() -> String {
 }
 
 pub fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| {
-            // SAFETY: geteuid has no preconditions.
-            format!("uid{}", unsafe { libc::geteuid() })
-        })
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| {
+        // SAFETY: geteuid has no preconditions.
+        format!("uid{}", unsafe { libc::geteuid() })
+    })
 }
 
 /// Whether a process with this pid exists on this host.

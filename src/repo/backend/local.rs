@@ -24,11 +24,7 @@ impl LocalBackend {
     fn path(&self, kind: FileKind, name: &str) -> PathBuf {
         match kind {
             FileKind::Config => self.root.join("config"),
-            FileKind::Pack => self
-                .root
-                .join("data")
-                .join(name.get(..2).unwrap_or("00"))
-                .join(name),
+            FileKind::Pack => self.root.join("data").join(name.get(..2).unwrap_or("00")).join(name),
             _ => self.root.join(kind.dir()).join(name),
         }
     }
@@ -37,10 +33,7 @@ impl LocalBackend {
         if e.kind() == io::ErrorKind::NotFound {
             BackendError::NotFound(path.display().to_string())
         } else {
-            BackendError::Io {
-                path: path.display().to_string(),
-                source: e,
-            }
+            BackendError::Io { path: path.display().to_string(), source: e }
         }
     }
 
@@ -56,14 +49,9 @@ impl LocalBackend {
             if name.starts_with('.') {
                 continue;
             }
-            let meta = entry
-                .metadata()
-                .map_err(|e| Self::io_err(&entry.path(), e))?;
+            let meta = entry.metadata().map_err(|e| Self::io_err(&entry.path(), e))?;
             if meta.is_file() {
-                out.push(FileInfo {
-                    name,
-                    size: meta.len(),
-                });
+                out.push(FileInfo { name, size: meta.len() });
             }
         }
         Ok(())
@@ -83,10 +71,7 @@ impl Backend for LocalBackend {
         if self.root.join("config").exists() {
             return Err(BackendError::Io {
                 path: self.root.display().to_string(),
-                source: io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "a repository already exists here",
-                ),
+                source: io::Error::new(io::ErrorKind::AlreadyExists, "a repository already exists here"),
             });
         }
         if let Ok(mut entries) = fs::read_dir(&self.root) {
@@ -97,12 +82,7 @@ impl Backend for LocalBackend {
                 });
             }
         }
-        for kind in [
-            FileKind::Key,
-            FileKind::Index,
-            FileKind::Snapshot,
-            FileKind::Lock,
-        ] {
+        for kind in [FileKind::Key, FileKind::Index, FileKind::Snapshot, FileKind::Lock] {
             let d = self.root.join(kind.dir());
             fs::create_dir_all(&d).map_err(|e| Self::io_err(&d, e))?;
         }
@@ -121,10 +101,7 @@ impl Backend for LocalBackend {
         match kind {
             FileKind::Config => {
                 if let Ok(m) = fs::metadata(self.root.join("config")) {
-                    out.push(FileInfo {
-                        name: "config".into(),
-                        size: m.len(),
-                    });
+                    out.push(FileInfo { name: "config".into(), size: m.len() });
                 }
             }
             FileKind::Pack => {
@@ -152,17 +129,10 @@ impl Backend for LocalBackend {
         fs::read(&p).map_err(|e| Self::io_err(&p, e))
     }
 
-    fn read_range(
-        &self,
-        kind: FileKind,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> BackendResult<Vec<u8>> {
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> BackendResult<Vec<u8>> {
         let p = self.path(kind, name);
         let mut f = File::open(&p).map_err(|e| Self::io_err(&p, e))?;
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|e| Self::io_err(&p, e))?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| Self::io_err(&p, e))?;
         let mut buf = vec![0u8; length as usize];
         f.read_exact(&mut buf).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -184,17 +154,11 @@ impl Backend for LocalBackend {
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> BackendResult<()> {
         let dest = self.path(kind, name);
-        let dir = dest
-            .parent()
-            .expect("repository paths have a parent")
-            .to_path_buf();
+        let dir = dest.parent().expect("repository paths have a parent").to_path_buf();
         if !dir.exists() {
             fs::create_dir_all(&dir).map_err(|e| Self::io_err(&dir, e))?;
         }
-        let tmp = dir.join(format!(
-            "{TMP_PREFIX}{}",
-            crate::repo::id::Id::random().short()
-        ));
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", crate::repo::id::Id::random().short()));
         let result = (|| -> io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;

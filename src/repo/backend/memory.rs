@@ -39,9 +39,7 @@ impl Backend for MemoryBackend {
     fn create(&self) -> BackendResult<()> {
         let mut guard = self.files.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_some() {
-            return Err(BackendError::Unsupported(
-                "memory repository already exists".into(),
-            ));
+            return Err(BackendError::Unsupported("memory repository already exists".into()));
         }
         *guard = Some(BTreeMap::new());
         Ok(())
@@ -51,49 +49,28 @@ impl Backend for MemoryBackend {
         self.with(|f| {
             Ok(f.iter()
                 .filter(|((k, _), _)| *k == kind)
-                .map(|((_, n), d)| FileInfo {
-                    name: n.clone(),
-                    size: d.len() as u64,
-                })
+                .map(|((_, n), d)| FileInfo { name: n.clone(), size: d.len() as u64 })
                 .collect())
         })
     }
 
     fn read(&self, kind: FileKind, name: &str) -> BackendResult<Vec<u8>> {
-        self.with(|f| {
-            f.get(&(kind, name.to_string()))
-                .cloned()
-                .ok_or_else(|| missing(kind, name))
-        })
+        self.with(|f| f.get(&(kind, name.to_string())).cloned().ok_or_else(|| missing(kind, name)))
     }
 
-    fn read_range(
-        &self,
-        kind: FileKind,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> BackendResult<Vec<u8>> {
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> BackendResult<Vec<u8>> {
         self.with(|f| {
-            let d = f
-                .get(&(kind, name.to_string()))
-                .ok_or_else(|| missing(kind, name))?;
+            let d = f.get(&(kind, name.to_string())).ok_or_else(|| missing(kind, name))?;
             let end = offset.checked_add(length).filter(|e| *e <= d.len() as u64);
             match end {
                 Some(end) => Ok(d[offset as usize..end as usize].to_vec()),
-                None => Err(BackendError::Unsupported(format!(
-                    "{name}: range beyond end of file"
-                ))),
+                None => Err(BackendError::Unsupported(format!("{name}: range beyond end of file"))),
             }
         })
     }
 
     fn size(&self, kind: FileKind, name: &str) -> BackendResult<u64> {
-        self.with(|f| {
-            f.get(&(kind, name.to_string()))
-                .map(|d| d.len() as u64)
-                .ok_or_else(|| missing(kind, name))
-        })
+        self.with(|f| f.get(&(kind, name.to_string())).map(|d| d.len() as u64).ok_or_else(|| missing(kind, name)))
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> BackendResult<()> {
@@ -104,11 +81,7 @@ impl Backend for MemoryBackend {
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> BackendResult<()> {
-        self.with(|f| {
-            f.remove(&(kind, name.to_string()))
-                .map(|_| ())
-                .ok_or_else(|| missing(kind, name))
-        })
+        self.with(|f| f.remove(&(kind, name.to_string())).map(|_| ()).ok_or_else(|| missing(kind, name)))
     }
 }
 

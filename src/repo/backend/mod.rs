@@ -70,13 +70,7 @@ pub trait Backend: Send + Sync {
     fn create(&self) -> BackendResult<()>;
     fn list(&self, kind: FileKind) -> BackendResult<Vec<FileInfo>>;
     fn read(&self, kind: FileKind, name: &str) -> BackendResult<Vec<u8>>;
-    fn read_range(
-        &self,
-        kind: FileKind,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> BackendResult<Vec<u8>>;
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> BackendResult<Vec<u8>>;
     fn size(&self, kind: FileKind, name: &str) -> BackendResult<u64>;
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> BackendResult<()>;
     fn delete(&self, kind: FileKind, name: &str) -> BackendResult<()>;
@@ -99,14 +93,8 @@ pub(crate) mod conformance {
 
     pub fn run(b: &dyn Backend) {
         b.create().unwrap();
-        assert!(
-            b.create().is_err(),
-            "create must refuse an existing repository"
-        );
-        assert!(b
-            .read(FileKind::Config, "config")
-            .unwrap_err()
-            .is_not_found());
+        assert!(b.create().is_err(), "create must refuse an existing repository");
+        assert!(b.read(FileKind::Config, "config").unwrap_err().is_not_found());
         b.write(FileKind::Config, "config", b"cfg").unwrap();
         assert_eq!(b.read(FileKind::Config, "config").unwrap(), b"cfg");
         b.write(FileKind::Config, "config", b"cfg2").unwrap();
@@ -115,29 +103,15 @@ pub(crate) mod conformance {
         let name = "ab".repeat(32);
         b.write(FileKind::Pack, &name, b"0123456789").unwrap();
         assert_eq!(b.read_range(FileKind::Pack, &name, 2, 3).unwrap(), b"234");
-        assert!(
-            b.read_range(FileKind::Pack, &name, 8, 5).is_err(),
-            "short range reads must fail"
-        );
+        assert!(b.read_range(FileKind::Pack, &name, 8, 5).is_err(), "short range reads must fail");
         assert_eq!(b.size(FileKind::Pack, &name).unwrap(), 10);
         let list = b.list(FileKind::Pack).unwrap();
-        assert_eq!(
-            list,
-            vec![FileInfo {
-                name: name.clone(),
-                size: 10
-            }]
-        );
+        assert_eq!(list, vec![FileInfo { name: name.clone(), size: 10 }]);
         assert!(b.list(FileKind::Index).unwrap().is_empty());
         b.delete(FileKind::Pack, &name).unwrap();
         assert!(b.read(FileKind::Pack, &name).unwrap_err().is_not_found());
         assert!(b.delete(FileKind::Pack, &name).unwrap_err().is_not_found());
-        for kind in [
-            FileKind::Key,
-            FileKind::Index,
-            FileKind::Snapshot,
-            FileKind::Lock,
-        ] {
+        for kind in [FileKind::Key, FileKind::Index, FileKind::Snapshot, FileKind::Lock] {
             b.write(kind, "f1", b"x").unwrap();
             assert_eq!(b.list(kind).unwrap().len(), 1);
         }

@@ -68,25 +68,14 @@ pub struct EncodedBlob {
 
 impl BlobEncoder {
     pub fn new(level: i32) -> BlobEncoder {
-        BlobEncoder {
-            compressor: zstd::bulk::Compressor::new(level).expect("valid zstd level"),
-        }
+        BlobEncoder { compressor: zstd::bulk::Compressor::new(level).expect("valid zstd level") }
     }
 
     /// Compress when that saves at least 1/32 of the size (else store raw:
     /// already-compressed media costs nothing to decode), then seal.
-    pub fn encode(
-        &mut self,
-        key: &MasterKey,
-        blob_type: BlobType,
-        id: &Id,
-        plaintext: &[u8],
-    ) -> EncodedBlob {
-        let compressed = self
-            .compressor
-            .compress(plaintext)
-            .ok()
-            .filter(|c| c.len() + plaintext.len() / 32 < plaintext.len());
+    pub fn encode(&mut self, key: &MasterKey, blob_type: BlobType, id: &Id, plaintext: &[u8]) -> EncodedBlob {
+        let compressed =
+            self.compressor.compress(plaintext).ok().filter(|c| c.len() + plaintext.len() / 32 < plaintext.len());
         let (compression, payload): (Compression, &[u8]) = match &compressed {
             Some(c) => (Compression::Zstd, c),
             None => (Compression::None, plaintext),
@@ -112,13 +101,7 @@ pub fn decode_blob(
             .map_err(|e| malformed("blob", format!("zstd: {e}")))?,
     };
     if plaintext.len() != raw_length as usize {
-        return Err(malformed(
-            "blob",
-            format!(
-                "length {} where the index says {raw_length}",
-                plaintext.len()
-            ),
-        ));
+        return Err(malformed("blob", format!("length {} where the index says {raw_length}", plaintext.len())));
     }
     if key.blob_id(&plaintext) != *id {
         return Err(malformed("blob", "content does not match its id"));
@@ -139,64 +122,21 @@ mod tests {
         let e = enc.encode(&k, BlobType::Data, &id, &text);
         assert_eq!(e.compression, Compression::Zstd);
         assert!(e.bytes.len() < text.len() / 4);
-        assert_eq!(
-            decode_blob(
-                &k,
-                BlobType::Data,
-                e.compression,
-                &id,
-                text.len() as u32,
-                &e.bytes
-            )
-            .unwrap(),
-            text
-        );
+        assert_eq!(decode_blob(&k, BlobType::Data, e.compression, &id, text.len() as u32, &e.bytes).unwrap(), text);
         // Swapping type or id is detected.
-        assert!(decode_blob(
-            &k,
-            BlobType::Tree,
-            e.compression,
-            &id,
-            text.len() as u32,
-            &e.bytes
-        )
-        .is_err());
+        assert!(decode_blob(&k, BlobType::Tree, e.compression, &id, text.len() as u32, &e.bytes).is_err());
         let other = k.blob_id(b"x");
-        assert!(decode_blob(
-            &k,
-            BlobType::Data,
-            e.compression,
-            &other,
-            text.len() as u32,
-            &e.bytes
-        )
-        .is_err());
+        assert!(decode_blob(&k, BlobType::Data, e.compression, &other, text.len() as u32, &e.bytes).is_err());
 
-        let random: Vec<u8> = (0..4096u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         let mut noise = [0u8; 4096];
         getrandom::getrandom(&mut noise).unwrap();
         for data in [&random[..], &noise[..], &[][..]] {
             let id = k.blob_id(data);
             let e = enc.encode(&k, BlobType::Tree, &id, data);
-            assert_eq!(
-                decode_blob(
-                    &k,
-                    BlobType::Tree,
-                    e.compression,
-                    &id,
-                    data.len() as u32,
-                    &e.bytes
-                )
-                .unwrap(),
-                data
-            );
+            assert_eq!(decode_blob(&k, BlobType::Tree, e.compression, &id, data.len() as u32, &e.bytes).unwrap(), data);
         }
         let id = k.blob_id(&noise);
-        assert_eq!(
-            enc.encode(&k, BlobType::Data, &id, &noise).compression,
-            Compression::None
-        );
+        assert_eq!(enc.encode(&k, BlobType::Data, &id, &noise).compression, Compression::None);
     }
 }

@@ -56,14 +56,10 @@ impl Config {
             return Err(malformed("config", "no default chunker profile"));
         }
         for (name, p) in &self.chunker {
-            p.validate()
-                .map_err(|e| malformed("config", format!("profile {name}: {e}")))?;
+            p.validate().map_err(|e| malformed("config", format!("profile {name}: {e}")))?;
         }
         if !(1..=22).contains(&self.compression_level) {
-            return Err(malformed(
-                "config",
-                format!("compression level {}", self.compression_level),
-            ));
+            return Err(malformed("config", format!("compression level {}", self.compression_level)));
         }
         if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.pack_size) {
             return Err(malformed("config", format!("pack size {}", self.pack_size)));
@@ -72,18 +68,13 @@ impl Config {
     }
 
     pub fn decode_plain(plain: &[u8]) -> Result<Config, FormatError> {
-        let config: Config =
-            serde_json::from_slice(plain).map_err(|e| malformed("config", e.to_string()))?;
+        let config: Config = serde_json::from_slice(plain).map_err(|e| malformed("config", e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
-        seal_file(
-            key,
-            SealedKind::Config,
-            &serde_json::to_vec_pretty(self).expect("config serialises"),
-        )
+        seal_file(key, SealedKind::Config, &serde_json::to_vec_pretty(self).expect("config serialises"))
     }
 
     pub fn open(key: &MasterKey, bytes: &[u8]) -> Result<Config, FormatError> {

@@ -44,9 +44,8 @@ impl IndexFile {
     }
 
     pub fn encode_plain(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            16 + self.supersedes.len() * 32 + self.packs.len() * 36 + self.blob_count() * BLOB_LEN,
-        );
+        let mut out =
+            Vec::with_capacity(16 + self.supersedes.len() * 32 + self.packs.len() * 36 + self.blob_count() * BLOB_LEN);
         out.push(1);
         out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
         for id in &self.supersedes {
@@ -95,14 +94,7 @@ impl IndexFile {
                 if offset.checked_add(length).is_none() {
                     return Err(malformed("index", "blob extends past 4 GiB"));
                 }
-                blobs.push(IndexBlob {
-                    blob_type,
-                    compression,
-                    id: blob_id,
-                    offset,
-                    length,
-                    raw_length,
-                });
+                blobs.push(IndexBlob { blob_type, compression, id: blob_id, offset, length, raw_length });
             }
             packs.push(IndexPack { id, blobs });
         }
@@ -111,8 +103,8 @@ impl IndexFile {
     }
 
     pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
-        let compressed = zstd::bulk::compress(&self.encode_plain(), 3)
-            .expect("zstd compression of an index cannot fail");
+        let compressed =
+            zstd::bulk::compress(&self.encode_plain(), 3).expect("zstd compression of an index cannot fail");
         seal_file(key, SealedKind::Index, &compressed)
     }
 
@@ -125,8 +117,7 @@ impl IndexFile {
 /// Decompress a zstd frame without trusting the size it claims.
 fn decompress_bounded(compressed: &[u8]) -> Result<Vec<u8>, FormatError> {
     use std::io::Read;
-    let decoder = zstd::stream::read::Decoder::new(compressed)
-        .map_err(|e| malformed("index", format!("zstd: {e}")))?;
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| malformed("index", format!("zstd: {e}")))?;
     let mut out = Vec::new();
     decoder
         .take(MAX_PLAINTEXT as u64 + 1)
@@ -151,11 +142,7 @@ mod tests {
                     id: Id([p as u8; 32]),
                     blobs: (0..blobs)
                         .map(|b| IndexBlob {
-                            blob_type: if b % 2 == 0 {
-                                BlobType::Data
-                            } else {
-                                BlobType::Tree
-                            },
+                            blob_type: if b % 2 == 0 { BlobType::Data } else { BlobType::Tree },
                             compression: Compression::Zstd,
                             id: Id([(b * 7 + p) as u8; 32]),
                             offset: (b * 100) as u32,

@@ -53,8 +53,7 @@ impl KeyFile {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<KeyFile, FormatError> {
-        let k: KeyFile =
-            serde_json::from_slice(bytes).map_err(|e| malformed("key file", e.to_string()))?;
+        let k: KeyFile = serde_json::from_slice(bytes).map_err(|e| malformed("key file", e.to_string()))?;
         if k.version != KEY_VERSION {
             return Err(FormatError::UnsupportedVersion(k.version));
         }
@@ -62,14 +61,11 @@ impl KeyFile {
             return Err(malformed("key file", format!("unknown kdf {}", k.kdf)));
         }
         k.params.validate().map_err(|e| malformed("key file", e))?;
-        let salt = B64
-            .decode(&k.salt)
-            .map_err(|_| malformed("key file", "salt is not base64"))?;
+        let salt = B64.decode(&k.salt).map_err(|_| malformed("key file", "salt is not base64"))?;
         if !(8..=64).contains(&salt.len()) {
             return Err(malformed("key file", "salt length"));
         }
-        B64.decode(&k.wrapped)
-            .map_err(|_| malformed("key file", "wrapped key is not base64"))?;
+        B64.decode(&k.wrapped).map_err(|_| malformed("key file", "wrapped key is not base64"))?;
         Ok(k)
     }
 
@@ -79,21 +75,12 @@ impl KeyFile {
 
     /// `Ok(None)` when the password is not the one this file was made with.
     pub fn unwrap_key(&self, password: &[u8]) -> Result<Option<MasterKey>, FormatError> {
-        let salt = B64
-            .decode(&self.salt)
-            .map_err(|_| malformed("key file", "salt is not base64"))?;
-        let wrapped = B64
-            .decode(&self.wrapped)
-            .map_err(|_| malformed("key file", "wrapped key is not base64"))?;
-        let kek = self
-            .params
-            .derive(password, &salt)
-            .map_err(|e| malformed("key file", e))?;
+        let salt = B64.decode(&self.salt).map_err(|_| malformed("key file", "salt is not base64"))?;
+        let wrapped = B64.decode(&self.wrapped).map_err(|_| malformed("key file", "wrapped key is not base64"))?;
+        let kek = self.params.derive(password, &salt).map_err(|e| malformed("key file", e))?;
         match open_with(&kek, KEY_AD, &wrapped) {
             Ok(secret) => {
-                let secret: [u8; 32] = secret
-                    .try_into()
-                    .map_err(|_| malformed("key file", "master secret length"))?;
+                let secret: [u8; 32] = secret.try_into().map_err(|_| malformed("key file", "master secret length"))?;
                 Ok(Some(MasterKey::from_secret(secret)))
             }
             Err(_) => Ok(None),
@@ -108,17 +95,10 @@ mod tests {
     #[test]
     fn wrap_unwrap() {
         let m = MasterKey::generate();
-        let p = KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
+        let p = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
         let kf = KeyFile::create(&m, b"secret", p, "h", "u").unwrap();
         let parsed = KeyFile::decode(&kf.encode()).unwrap();
-        assert_eq!(
-            parsed.unwrap_key(b"secret").unwrap().unwrap().secret(),
-            m.secret()
-        );
+        assert_eq!(parsed.unwrap_key(b"secret").unwrap().unwrap().secret(), m.secret());
         assert!(parsed.unwrap_key(b"wrong").unwrap().is_none());
         assert!(!String::from_utf8(kf.encode()).unwrap().contains("secret\""));
     }

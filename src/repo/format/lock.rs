@@ -24,11 +24,7 @@ impl LockInfo {
         serde_json::from_slice(plain).map_err(|e| malformed("lock", e.to_string()))
     }
     pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
-        seal_file(
-            key,
-            SealedKind::Lock,
-            &serde_json::to_vec(self).expect("lock serialises"),
-        )
+        seal_file(key, SealedKind::Lock, &serde_json::to_vec(self).expect("lock serialises"))
     }
     pub fn open(key: &MasterKey, bytes: &[u8]) -> Result<LockInfo, FormatError> {
         Self::decode_plain(&open_file(key, SealedKind::Lock, bytes)?)

@@ -58,10 +58,7 @@ pub enum FormatError {
 }
 
 pub(crate) fn malformed(what: &'static str, detail: impl Into<String>) -> FormatError {
-    FormatError::Malformed {
-        what,
-        detail: detail.into(),
-    }
+    FormatError::Malformed { what, detail: detail.into() }
 }
 
 /// `MAGIC | kind | version | nonce | ciphertext | tag`; the 6-byte header is
@@ -80,10 +77,7 @@ pub fn open_file(key: &MasterKey, kind: SealedKind, bytes: &[u8]) -> Result<Vec<
         return Err(FormatError::BadMagic);
     }
     if bytes[4] != kind as u8 {
-        return Err(FormatError::WrongKind {
-            expected: kind.name(),
-            found: bytes[4],
-        });
+        return Err(FormatError::WrongKind { expected: kind.name(), found: bytes[4] });
     }
     if bytes[5] != FORMAT_VERSION {
         return Err(FormatError::UnsupportedVersion(bytes[5] as u32));
@@ -92,14 +86,7 @@ pub fn open_file(key: &MasterKey, kind: SealedKind, bytes: &[u8]) -> Result<Vec<
 }
 
 fn envelope_header(kind: SealedKind) -> [u8; ENVELOPE_HEADER_LEN] {
-    [
-        MAGIC[0],
-        MAGIC[1],
-        MAGIC[2],
-        MAGIC[3],
-        kind as u8,
-        FORMAT_VERSION,
-    ]
+    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], kind as u8, FORMAT_VERSION]
 }
 
 /// Little-endian reader over untrusted bytes.
@@ -145,10 +132,7 @@ impl<'a> Cursor<'a> {
         if self.data.is_empty() {
             Ok(())
         } else {
-            Err(malformed(
-                self.what,
-                format!("{} trailing bytes", self.data.len()),
-            ))
+            Err(malformed(self.what, format!("{} trailing bytes", self.data.len())))
         }
     }
 }
@@ -162,25 +146,13 @@ mod tests {
         let k = MasterKey::generate();
         let f = seal_file(&k, SealedKind::Index, b"data");
         assert_eq!(open_file(&k, SealedKind::Index, &f).unwrap(), b"data");
-        assert!(matches!(
-            open_file(&k, SealedKind::Snapshot, &f),
-            Err(FormatError::WrongKind { .. })
-        ));
+        assert!(matches!(open_file(&k, SealedKind::Snapshot, &f), Err(FormatError::WrongKind { .. })));
         let mut g = f.clone();
         g[4] = SealedKind::Snapshot as u8;
-        assert!(matches!(
-            open_file(&k, SealedKind::Snapshot, &g),
-            Err(FormatError::Crypto(_))
-        ));
+        assert!(matches!(open_file(&k, SealedKind::Snapshot, &g), Err(FormatError::Crypto(_))));
         let mut v = f.clone();
         v[5] = 9;
-        assert_eq!(
-            open_file(&k, SealedKind::Index, &v),
-            Err(FormatError::UnsupportedVersion(9))
-        );
-        assert_eq!(
-            open_file(&k, SealedKind::Index, b"xx"),
-            Err(FormatError::BadMagic)
-        );
+        assert_eq!(open_file(&k, SealedKind::Index, &v), Err(FormatError::UnsupportedVersion(9)));
+        assert_eq!(open_file(&k, SealedKind::Index, b"xx"), Err(FormatError::BadMagic));
     }
 }

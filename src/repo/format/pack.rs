@@ -48,10 +48,7 @@ pub fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
 /// Parse a header's plaintext and lay its entries out from offset 0.
 /// `blobs_len`, when known, is the number of bytes before the header; the
 /// entries must cover it exactly.
-pub fn decode_header(
-    plaintext: &[u8],
-    blobs_len: Option<u64>,
-) -> Result<Vec<LocatedEntry>, FormatError> {
+pub fn decode_header(plaintext: &[u8], blobs_len: Option<u64>) -> Result<Vec<LocatedEntry>, FormatError> {
     let mut c = Cursor::new(plaintext, "pack header");
     let version = c.u8()?;
     if version != 1 {
@@ -70,13 +67,7 @@ pub fn decode_header(
             return Err(malformed("pack header", "blobs extend past 4 GiB"));
         }
         out.push(LocatedEntry {
-            entry: PackEntry {
-                blob_type,
-                compression,
-                id,
-                length,
-                raw_length,
-            },
+            entry: PackEntry { blob_type, compression, id, length, raw_length },
             offset: offset as u32,
         });
         offset += length as u64;
@@ -112,11 +103,7 @@ pub fn parse_trailer(trailer: &[u8]) -> Result<u32, FormatError> {
 
 /// Parse a header given the tail of a pack (`tail` holds at least the sealed
 /// header and trailer) and the pack's total size.
-pub fn read_header(
-    key: &MasterKey,
-    tail: &[u8],
-    pack_size: u64,
-) -> Result<Vec<LocatedEntry>, FormatError> {
+pub fn read_header(key: &MasterKey, tail: &[u8], pack_size: u64) -> Result<Vec<LocatedEntry>, FormatError> {
     if tail.len() < TRAILER_LEN {
         return Err(malformed("pack", "shorter than its trailer"));
     }

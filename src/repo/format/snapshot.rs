@@ -79,19 +79,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn decode_plain(plain: &[u8]) -> Result<Snapshot, FormatError> {
-        let s: Snapshot =
-            serde_json::from_slice(plain).map_err(|e| malformed("snapshot", e.to_string()))?;
+        let s: Snapshot = serde_json::from_slice(plain).map_err(|e| malformed("snapshot", e.to_string()))?;
         if s.version != SNAPSHOT_VERSION {
             return Err(FormatError::UnsupportedVersion(s.version));
         }
         Ok(s)
     }
     pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
-        seal_file(
-            key,
-            SealedKind::Snapshot,
-            &serde_json::to_vec(self).expect("snapshot serialises"),
-        )
+        seal_file(key, SealedKind::Snapshot, &serde_json::to_vec(self).expect("snapshot serialises"))
     }
     pub fn open(key: &MasterKey, bytes: &[u8]) -> Result<Snapshot, FormatError> {
         Self::decode_plain(&open_file(key, SealedKind::Snapshot, bytes)?)

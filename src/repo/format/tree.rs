@@ -56,18 +56,13 @@ pub struct Node {
 pub fn encode_name(bytes: &[u8]) -> (String, Option<String>) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (s.to_string(), None),
-        Err(_) => (
-            String::from_utf8_lossy(bytes).into_owned(),
-            Some(B64.encode(bytes)),
-        ),
+        Err(_) => (String::from_utf8_lossy(bytes).into_owned(), Some(B64.encode(bytes))),
     }
 }
 
 fn decode_name(text: &str, raw: &Option<String>) -> Result<Vec<u8>, FormatError> {
     match raw {
-        Some(r) => B64
-            .decode(r)
-            .map_err(|_| malformed("tree", "raw name is not base64")),
+        Some(r) => B64.decode(r).map_err(|_| malformed("tree", "raw name is not base64")),
         None => Ok(text.as_bytes().to_vec()),
     }
 }
@@ -116,17 +111,11 @@ impl Tree {
     /// single safe path component, names are strictly ascending (so unique),
     /// and each node has the fields its kind needs.
     pub fn decode(bytes: &[u8]) -> Result<Tree, FormatError> {
-        let tree: Tree =
-            serde_json::from_slice(bytes).map_err(|e| malformed("tree", e.to_string()))?;
+        let tree: Tree = serde_json::from_slice(bytes).map_err(|e| malformed("tree", e.to_string()))?;
         let mut prev: Option<Vec<u8>> = None;
         for n in &tree.nodes {
             let name = decode_name(&n.name, &n.name_raw)?;
-            if name.is_empty()
-                || name == b"."
-                || name == b".."
-                || name.contains(&b'/')
-                || name.contains(&0)
-            {
+            if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
                 return Err(malformed("tree", format!("unsafe entry name {:?}", n.name)));
             }
             if let Some(p) = &prev {
@@ -135,12 +124,8 @@ impl Tree {
                 }
             }
             match n.kind {
-                NodeKind::Dir if n.subtree.is_none() => {
-                    return Err(malformed("tree", "directory without subtree"))
-                }
-                NodeKind::Symlink if n.target.is_none() => {
-                    return Err(malformed("tree", "symlink without target"))
-                }
+                NodeKind::Dir if n.subtree.is_none() => return Err(malformed("tree", "directory without subtree")),
+                NodeKind::Symlink if n.target.is_none() => return Err(malformed("tree", "symlink without target")),
                 _ => {}
             }
             if n.kind != NodeKind::File && !n.content.is_empty() {

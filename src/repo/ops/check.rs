@@ -46,16 +46,10 @@ pub struct CheckReport {
 
 impl CheckReport {
     fn problem(&mut self, object: impl Into<String>, message: impl std::fmt::Display) {
-        self.problems.push(Problem {
-            object: object.into(),
-            message: message.to_string(),
-        });
+        self.problems.push(Problem { object: object.into(), message: message.to_string() });
     }
     fn warn(&mut self, object: impl Into<String>, message: impl std::fmt::Display) {
-        self.warnings.push(Problem {
-            object: object.into(),
-            message: message.to_string(),
-        });
+        self.warnings.push(Problem { object: object.into(), message: message.to_string() });
     }
 }
 
@@ -66,9 +60,7 @@ pub fn pack_path(id: &str) -> String {
 /// Read and parse a pack's header with one ranged read of its tail.
 pub fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<Vec<LocatedEntry>> {
     let tail_len = size.min(256 * 1024);
-    let tail = repo
-        .backend()
-        .read_range(FileKind::Pack, name, size - tail_len, tail_len)?;
+    let tail = repo.backend().read_range(FileKind::Pack, name, size - tail_len, tail_len)?;
     match read_header(repo.key(), &tail, size) {
         Ok(e) => Ok(e),
         Err(_) if tail_len < size => {
@@ -94,21 +86,14 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         }
         match repo.read_index_file(&f.name) {
             Ok(file) => {
-                if Id::of_bytes(&repo.backend().read(FileKind::Index, &f.name)?).to_hex() != f.name
-                {
-                    report.problem(
-                        format!("index/{}", f.name),
-                        "contents do not match the file name",
-                    );
+                if Id::of_bytes(&repo.backend().read(FileKind::Index, &f.name)?).to_hex() != f.name {
+                    report.problem(format!("index/{}", f.name), "contents do not match the file name");
                 }
                 for p in file.packs {
                     indexed.entry(p.id).or_default().extend(p.blobs);
                 }
             }
-            Err(e) => report.problem(
-                format!("index/{}", f.name),
-                format!("{e} (run `snap repair index`)"),
-            ),
+            Err(e) => report.problem(format!("index/{}", f.name), format!("{e} (run `snap repair index`)")),
         }
     }
     let bad_index = repo.load_index_tolerant()?;
@@ -117,10 +102,7 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     // Packs against the index.
     let packs = repo.backend().list(FileKind::Pack)?;
     report.packs = packs.len();
-    let present: HashMap<Id, u64> = packs
-        .iter()
-        .filter_map(|p| p.name.parse().ok().map(|id| (id, p.size)))
-        .collect();
+    let present: HashMap<Id, u64> = packs.iter().filter_map(|p| p.name.parse().ok().map(|id| (id, p.size))).collect();
     for p in &packs {
         if p.name.parse::<Id>().is_err() {
             report.warn(pack_path(&p.name), "unexpected file name");
@@ -129,45 +111,31 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     for (pack, blobs) in &indexed {
         let name = pack.to_hex();
         let Some(size) = present.get(pack) else {
-            report.problem(
-                pack_path(&name),
-                format!("missing, but the index lists {} blobs in it", blobs.len()),
-            );
+            report.problem(pack_path(&name), format!("missing, but the index lists {} blobs in it", blobs.len()));
             continue;
         };
         match read_pack_header(repo, &name, *size) {
             Ok(entries) => {
-                let in_header: HashSet<(Id, u32, u32, u8)> = entries
-                    .iter()
-                    .map(|e| {
-                        (
-                            e.entry.id,
-                            e.offset,
-                            e.entry.length,
-                            e.entry.blob_type as u8,
-                        )
-                    })
-                    .collect();
+                let in_header: HashSet<(Id, u32, u32, u8)> =
+                    entries.iter().map(|e| (e.entry.id, e.offset, e.entry.length, e.entry.blob_type as u8)).collect();
                 let mismatched = blobs
                     .iter()
                     .filter(|b| !in_header.contains(&(b.id, b.offset, b.length, b.blob_type as u8)))
                     .count();
                 if mismatched > 0 {
-                    report.problem(
-                        pack_path(&name),
-                        format!("{mismatched} index entries disagree with the pack header"),
-                    );
+                    report
+                        .problem(pack_path(&name), format!("{mismatched} index entries disagree with the pack header"));
                 }
             }
             Err(e) => report.problem(pack_path(&name), e),
         }
     }
-    let unindexed: Vec<&Id> = present
-        .keys()
-        .filter(|id| !indexed.contains_key(id))
-        .collect();
+    let unindexed: Vec<&Id> = present.keys().filter(|id| !indexed.contains_key(id)).collect();
     for id in unindexed {
-        report.warn(pack_path(&id.to_hex()), "not in any index (left by an interrupted run; `snap prune` removes it, `snap repair index` adopts it)");
+        report.warn(
+            pack_path(&id.to_hex()),
+            "not in any index (left by an interrupted run; `snap prune` removes it, `snap repair index` adopts it)",
+        );
     }
 
     // Snapshots and trees.
@@ -187,11 +155,7 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
                 continue;
             }
             report.trees += 1;
-            let where_ = format!(
-                "snapshot {} {}",
-                sid.short(),
-                if path.is_empty() { "/" } else { &path }
-            );
+            let where_ = format!("snapshot {} {}", sid.short(), if path.is_empty() { "/" } else { &path });
             let tree = match repo.read_tree(&tree_id) {
                 Ok(t) => t,
                 Err(e) => {
@@ -260,31 +224,19 @@ fn read_packs(repo: &Repository, packs: &[(Id, u64)]) -> Vec<PackResult> {
     std::thread::scope(|s| {
         for _ in 0..default_threads() {
             s.spawn(|| loop {
-                let next = queue
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .next()
-                    .copied();
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next().copied();
                 let Some((id, _)) = next else { return };
                 let res = verify_pack(repo, &id);
-                out.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, res);
+                out.lock().unwrap_or_else(|p| p.into_inner()).insert(id, res);
             });
         }
     });
-    out.into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .collect()
+    out.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().collect()
 }
 
 pub fn verify_pack(repo: &Repository, id: &Id) -> std::result::Result<usize, Vec<String>> {
     let name = id.to_hex();
-    let bytes = repo
-        .backend()
-        .read(FileKind::Pack, &name)
-        .map_err(|e| vec![e.to_string()])?;
+    let bytes = repo.backend().read(FileKind::Pack, &name).map_err(|e| vec![e.to_string()])?;
     let mut errors = Vec::new();
     if Id::of_bytes(&bytes) != *id {
         errors.push("contents do not match the pack's name (damaged)".to_string());
@@ -299,19 +251,10 @@ pub fn verify_pack(repo: &Repository, id: &Id) -> std::result::Result<usize, Vec
     for e in &entries {
         let start = e.offset as usize;
         let stored = &bytes[start..start + e.entry.length as usize];
-        if let Err(err) = decode_blob(
-            repo.key(),
-            e.entry.blob_type,
-            e.entry.compression,
-            &e.entry.id,
-            e.entry.raw_length,
-            stored,
-        ) {
-            errors.push(format!(
-                "{} blob {}: {err}",
-                e.entry.blob_type.name(),
-                e.entry.id.short()
-            ));
+        if let Err(err) =
+            decode_blob(repo.key(), e.entry.blob_type, e.entry.compression, &e.entry.id, e.entry.raw_length, stored)
+        {
+            errors.push(format!("{} blob {}: {err}", e.entry.blob_type.name(), e.entry.id.short()));
         }
     }
     if errors.is_empty() {

@@ -40,24 +40,13 @@ impl Excludes {
         for p in patterns {
             let bad = |e: globset::Error| Error::Invalid(format!("bad exclude pattern {p:?}: {e}"));
             if p.contains('/') {
-                full.add(
-                    GlobBuilder::new(p.trim_end_matches('/'))
-                        .literal_separator(true)
-                        .build()
-                        .map_err(bad)?,
-                );
+                full.add(GlobBuilder::new(p.trim_end_matches('/')).literal_separator(true).build().map_err(bad)?);
             } else {
                 name.add(Glob::new(p).map_err(bad)?);
             }
         }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::Invalid(format!("bad exclude pattern: {e}")))
-        };
-        Ok(Excludes {
-            full: build(full)?,
-            name: build(name)?,
-        })
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Invalid(format!("bad exclude pattern: {e}")));
+        Ok(Excludes { full: build(full)?, name: build(name)? })
     }
 
     pub fn matches(&self, path: &Path) -> bool {
@@ -75,10 +64,7 @@ pub fn node_from_metadata(name: &[u8], meta: &fs::Metadata) -> Node {
     };
     let mut n = Node::new(name, kind);
     n.mode = meta.permissions().mode() & 0o7777;
-    n.mtime_ns = meta
-        .mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec());
+    n.mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
     n.uid = meta.uid();
     n.gid = meta.gid();
     n
@@ -120,21 +106,12 @@ pub fn create_from_paths(
     let mut writer = SnapshotWriter::new(repo, progress)?;
     let mut warnings = Vec::new();
     for (top, root) in &tops {
-        let mut walk = walkdir::WalkDir::new(root)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter();
+        let mut walk = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().into_iter();
         while let Some(entry) = walk.next() {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    warnings.push(format!(
-                        "{}: {}",
-                        e.path()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default(),
-                        e
-                    ));
+                    warnings.push(format!("{}: {}", e.path().map(|p| p.display().to_string()).unwrap_or_default(), e));
                     continue;
                 }
             };
@@ -163,8 +140,7 @@ pub fn create_from_paths(
             } else if ft.is_symlink() {
                 match fs::read_link(entry.path()) {
                     Ok(target) => {
-                        let (t, raw) =
-                            super::super::format::tree::encode_name(target.as_os_str().as_bytes());
+                        let (t, raw) = super::super::format::tree::encode_name(target.as_os_str().as_bytes());
                         node.target = Some(t);
                         node.target_raw = raw;
                         writer.add_symlink(path, node)?;
@@ -174,31 +150,21 @@ pub fn create_from_paths(
             } else if ft.is_file() {
                 match fs::File::open(entry.path()) {
                     Ok(f) => {
-                        writer
-                            .add_file(path, node, f, PROFILE_DEFAULT)
-                            .map_err(|e| match e {
-                                Error::Io { source, .. } => {
-                                    Error::io(entry.path().display(), source)
-                                }
-                                other => other,
-                            })?;
+                        writer.add_file(path, node, f, PROFILE_DEFAULT).map_err(|e| match e {
+                            Error::Io { source, .. } => Error::io(entry.path().display(), source),
+                            other => other,
+                        })?;
                     }
                     Err(e) => warnings.push(format!("{}: {e}", entry.path().display())),
                 }
             } else {
-                warnings.push(format!(
-                    "{}: skipped (not a regular file, directory or symlink)",
-                    entry.path().display()
-                ));
+                warnings
+                    .push(format!("{}: skipped (not a regular file, directory or symlink)", entry.path().display()));
             }
         }
     }
     let (id, snapshot) = writer.finish(meta)?;
-    Ok(CreateReport {
-        id,
-        snapshot,
-        warnings,
-    })
+    Ok(CreateReport { id, snapshot, warnings })
 }
 
 fn stream_node(name: &str) -> Node {
@@ -210,9 +176,7 @@ fn stream_node(name: &str) -> Node {
 
 fn check_stream_name(name: &str) -> Result<()> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
-        return Err(Error::Invalid(format!(
-            "{name:?} is not a valid file name for the stream"
-        )));
+        return Err(Error::Invalid(format!("{name:?} is not a valid file name for the stream")));
     }
     Ok(())
 }
@@ -227,18 +191,9 @@ pub fn create_from_reader(
 ) -> Result<CreateReport> {
     check_stream_name(name)?;
     let mut writer = SnapshotWriter::new(repo, progress)?;
-    writer.add_file(
-        vec![name.as_bytes().to_vec()],
-        stream_node(name),
-        reader,
-        PROFILE_DEFAULT,
-    )?;
+    writer.add_file(vec![name.as_bytes().to_vec()], stream_node(name), reader, PROFILE_DEFAULT)?;
     let (id, snapshot) = writer.finish(meta)?;
-    Ok(CreateReport {
-        id,
-        snapshot,
-        warnings: Vec::new(),
-    })
+    Ok(CreateReport { id, snapshot, warnings: Vec::new() })
 }
 
 /// Store a command's standard output as `name`. If the command fails, no
@@ -252,9 +207,7 @@ pub fn create_from_command(
     meta: SnapshotMeta,
 ) -> Result<CreateReport> {
     check_stream_name(name)?;
-    let program = command
-        .first()
-        .ok_or_else(|| Error::Invalid("no command given after --".into()))?;
+    let program = command.first().ok_or_else(|| Error::Invalid("no command given after --".into()))?;
     let mut child = Command::new(program)
         .args(&command[1..])
         .stdin(Stdio::null())
@@ -264,26 +217,13 @@ pub fn create_from_command(
         .map_err(|e| Error::SourceFailed(format!("cannot run {program}: {e}")))?;
     let stdout = child.stdout.take().expect("stdout piped");
     let mut writer = SnapshotWriter::new(repo, progress)?;
-    let added = writer.add_file(
-        vec![name.as_bytes().to_vec()],
-        stream_node(name),
-        stdout,
-        PROFILE_DEFAULT,
-    );
-    let status = child
-        .wait()
-        .map_err(|e| Error::SourceFailed(format!("waiting for {program}: {e}")))?;
+    let added = writer.add_file(vec![name.as_bytes().to_vec()], stream_node(name), stdout, PROFILE_DEFAULT);
+    let status = child.wait().map_err(|e| Error::SourceFailed(format!("waiting for {program}: {e}")))?;
     added?;
     if !status.success() {
         drop(writer);
-        return Err(Error::SourceFailed(format!(
-            "{program} failed ({status}); no snapshot was written"
-        )));
+        return Err(Error::SourceFailed(format!("{program} failed ({status}); no snapshot was written")));
     }
     let (id, snapshot) = writer.finish(meta)?;
-    Ok(CreateReport {
-        id,
-        snapshot,
-        warnings: Vec::new(),
-    })
+    Ok(CreateReport { id, snapshot, warnings: Vec::new() })
 }

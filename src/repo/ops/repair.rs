@@ -26,12 +26,7 @@ pub struct RepairIndexReport {
 
 pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     let mut report = RepairIndexReport::default();
-    let old: Vec<String> = repo
-        .backend()
-        .list(FileKind::Index)?
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let old: Vec<String> = repo.backend().list(FileKind::Index)?.into_iter().map(|f| f.name).collect();
     let mut current = IndexFile::default();
     let mut written = Vec::new();
     for p in repo.backend().list(FileKind::Pack)? {
@@ -58,9 +53,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
                     written.push(repo.write_index_file(&std::mem::take(&mut current))?.0);
                 }
             }
-            Err(e) => report
-                .unreadable_packs
-                .push(format!("{}: {e}", pack_path(&p.name))),
+            Err(e) => report.unreadable_packs.push(format!("{}: {e}", pack_path(&p.name))),
         }
     }
     if !current.packs.is_empty() {

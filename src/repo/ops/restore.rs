@@ -87,11 +87,7 @@ fn set_owner(path: &Path, node: &Node) {
     }
 }
 
-pub fn restore(
-    repo: &Repository,
-    snapshot: &Snapshot,
-    opts: &RestoreOptions,
-) -> Result<RestoreReport> {
+pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) -> Result<RestoreReport> {
     repo.load_index()?;
     let include = include_set(&opts.include)?;
     fs::create_dir_all(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
@@ -105,15 +101,11 @@ pub fn restore(
     };
     // A directory is entered when it or a descendant could match.
     visit(repo, &snapshot.tree, &mut Vec::new(), &mut |path, node| {
-        let dest = path.iter().fold(target.clone(), |p, c| {
-            p.join(std::ffi::OsStr::from_bytes(c))
-        });
+        let dest = path.iter().fold(target.clone(), |p, c| p.join(std::ffi::OsStr::from_bytes(c)));
         let selected = matches(path);
         if node.kind == NodeKind::Dir {
             if selected {
-                if let Err(e) = fs::create_dir_all(dest.parent().unwrap_or(&target))
-                    .and_then(|_| ensure_dir(&dest))
-                {
+                if let Err(e) = fs::create_dir_all(dest.parent().unwrap_or(&target)).and_then(|_| ensure_dir(&dest)) {
                     report.errors.push(format!("{}: {e}", display_path(path)));
                     return Ok(false);
                 }
@@ -155,10 +147,7 @@ pub fn restore(
 
 fn restore_file(repo: &Repository, node: &Node, dest: &Path, threads: usize) -> Result<u64> {
     clear_symlink(dest).map_err(|e| Error::io(dest.display(), e))?;
-    if fs::symlink_metadata(dest)
-        .map(|m| m.is_dir())
-        .unwrap_or(false)
-    {
+    if fs::symlink_metadata(dest).map(|m| m.is_dir()).unwrap_or(false) {
         fs::remove_dir_all(dest).map_err(|e| Error::io(dest.display(), e))?;
     }
     let mut f = OpenOptions::new()
@@ -179,57 +168,41 @@ fn restore_file(repo: &Repository, node: &Node, dest: &Path, threads: usize) -> 
     }
     f.sync_all().map_err(|e| Error::io(dest.display(), e))?;
     drop(f);
-    fs::set_permissions(dest, fs::Permissions::from_mode(node.mode))
-        .map_err(|e| Error::io(dest.display(), e))?;
+    fs::set_permissions(dest, fs::Permissions::from_mode(node.mode)).map_err(|e| Error::io(dest.display(), e))?;
     set_owner(dest, node);
     set_times(dest, node).map_err(|e| Error::io(dest.display(), e))?;
     Ok(written)
 }
 
 fn restore_symlink(node: &Node, dest: &Path) -> Result<()> {
-    let target = node
-        .target_bytes()
-        .ok_or_else(|| Error::Invalid("symlink without target".into()))?;
+    let target = node.target_bytes().ok_or_else(|| Error::Invalid("symlink without target".into()))?;
     if fs::symlink_metadata(dest).is_ok() {
-        if fs::symlink_metadata(dest)
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-        {
+        if fs::symlink_metadata(dest).map(|m| m.is_dir()).unwrap_or(false) {
             fs::remove_dir_all(dest)
         } else {
             fs::remove_file(dest)
         }
         .map_err(|e| Error::io(dest.display(), e))?;
     }
-    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), dest)
-        .map_err(|e| Error::io(dest.display(), e))?;
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), dest).map_err(|e| Error::io(dest.display(), e))?;
     set_owner(dest, node);
     let _ = set_times(dest, node);
     Ok(())
 }
 
 /// Write one file of a snapshot to `out`.
-pub fn dump(
-    repo: &Repository,
-    snapshot: &Snapshot,
-    path: &str,
-    out: &mut dyn Write,
-) -> Result<u64> {
+pub fn dump(repo: &Repository, snapshot: &Snapshot, path: &str, out: &mut dyn Write) -> Result<u64> {
     repo.load_index()?;
     let comps = split_path(path);
     let node = find_node(repo, &snapshot.tree, &comps)?
         .ok_or_else(|| Error::PathNotFound("give the path of a file inside the snapshot".into()))?;
     if node.kind != NodeKind::File {
-        return Err(Error::PathNotFound(format!(
-            "{} is not a file",
-            display_path(&comps)
-        )));
+        return Err(Error::PathNotFound(format!("{} is not a file", display_path(&comps))));
     }
     let mut n = 0u64;
     for_each_blob_ordered(repo, &node.content, default_threads(), |data| {
         n += data.len() as u64;
-        out.write_all(&data)
-            .map_err(|e| Error::io("standard output", e))
+        out.write_all(&data).map_err(|e| Error::io("standard output", e))
     })?;
     out.flush().map_err(|e| Error::io("standard output", e))?;
     Ok(n)

@@ -8,10 +8,7 @@ use super::super::repository::Repository;
 
 /// Split a user-given snapshot path into components ("/a/b/" → [a, b]).
 pub fn split_path(path: &str) -> Vec<Vec<u8>> {
-    path.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .map(|c| c.as_bytes().to_vec())
-        .collect()
+    path.split('/').filter(|c| !c.is_empty() && *c != ".").map(|c| c.as_bytes().to_vec()).collect()
 }
 
 /// The node at `path` (None for the root itself, which has no node).
@@ -24,16 +21,11 @@ pub fn find_node(repo: &Repository, root: &Id, path: &[Vec<u8>]) -> Result<Optio
             .nodes
             .into_iter()
             .find(|n| &n.name_bytes() == comp)
-            .ok_or_else(|| {
-                Error::PathNotFound(format!(
-                    "{} is not in the snapshot",
-                    display_path(&path[..=i])
-                ))
-            })?;
+            .ok_or_else(|| Error::PathNotFound(format!("{} is not in the snapshot", display_path(&path[..=i]))))?;
         if i + 1 < path.len() {
-            tree_id = node.subtree.ok_or_else(|| {
-                Error::PathNotFound(format!("{} is not a directory", display_path(&path[..=i])))
-            })?;
+            tree_id = node
+                .subtree
+                .ok_or_else(|| Error::PathNotFound(format!("{} is not a directory", display_path(&path[..=i]))))?;
         }
         found = Some(node);
     }
