@@ -80,7 +80,7 @@ impl MasterIndex {
     /// Sort loaded entries for lookup. A blob stored in two packs (after an
     /// interrupted prune, or two concurrent creates) keeps one location.
     pub fn seal_loaded(&mut self) {
-        self.sorted.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        self.sorted.sort_unstable_by_key(|e| e.id);
         self.sorted.dedup_by(|a, b| a.id == b.id);
         self.sorted.shrink_to_fit();
     }

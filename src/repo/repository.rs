@@ -35,6 +35,9 @@ pub struct InitOptions {
     pub compression_level: i32,
 }
 
+/// Readable snapshots (oldest first) and the files that could not be read.
+pub type SnapshotListing = (Vec<(Id, Snapshot)>, Vec<(String, Error)>);
+
 pub struct KeyListing {
     pub name: String,
     pub file: KeyFile,
@@ -255,7 +258,7 @@ impl Repository {
     }
 
     /// All snapshots, oldest first, plus the ones that could not be read.
-    pub fn list_snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<(String, Error)>)> {
+    pub fn list_snapshots(&self) -> Result<SnapshotListing> {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for f in self.backend.list(FileKind::Snapshot)? {
@@ -310,7 +313,7 @@ impl Repository {
             let file = KeyFile::decode(&bytes).map_err(|e| Error::format(format!("keys/{}", f.name), e))?;
             out.push(KeyListing { current: self.key_name.as_deref() == Some(&f.name), name: f.name, file });
         }
-        out.sort_by(|a, b| a.file.created.cmp(&b.file.created));
+        out.sort_by_key(|k| k.file.created);
         Ok(out)
     }
 

@@ -5,9 +5,12 @@ use std::sync::Mutex;
 
 use super::{Backend, BackendError, BackendResult, FileInfo, FileKind};
 
+type Files = BTreeMap<(FileKind, String), Vec<u8>>;
+
 #[derive(Default)]
 pub struct MemoryBackend {
-    files: Mutex<Option<BTreeMap<(FileKind, String), Vec<u8>>>>,
+    /// `None` until `create`, like a location with no repository yet.
+    files: Mutex<Option<Files>>,
 }
 
 impl MemoryBackend {
@@ -15,10 +18,7 @@ impl MemoryBackend {
         MemoryBackend::default()
     }
 
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut BTreeMap<(FileKind, String), Vec<u8>>) -> BackendResult<T>,
-    ) -> BackendResult<T> {
+    fn with<T>(&self, f: impl FnOnce(&mut Files) -> BackendResult<T>) -> BackendResult<T> {
         let mut guard = self.files.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_mut() {
             Some(files) => f(files),

@@ -4,6 +4,8 @@
 //! (each is a fuzz target).
 
 pub mod blob;
+mod untrusted;
+pub use untrusted::{decode_untrusted, seed_samples, DECODERS};
 pub mod config;
 pub mod index;
 pub mod key;

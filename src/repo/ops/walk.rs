@@ -32,13 +32,11 @@ pub fn find_node(repo: &Repository, root: &Id, path: &[Vec<u8>]) -> Result<Optio
     Ok(found)
 }
 
+/// Called for each node with its path; returns whether to descend into it.
+pub type Visitor<'a> = dyn FnMut(&[Vec<u8>], &Node) -> Result<bool> + 'a;
+
 /// Visit every node under `tree` depth first, with its path.
-pub fn visit(
-    repo: &Repository,
-    tree: &Id,
-    prefix: &mut Vec<Vec<u8>>,
-    f: &mut dyn FnMut(&[Vec<u8>], &Node) -> Result<bool>,
-) -> Result<()> {
+pub fn visit(repo: &Repository, tree: &Id, prefix: &mut Vec<Vec<u8>>, f: &mut Visitor<'_>) -> Result<()> {
     let t: Tree = repo.read_tree(tree)?;
     for node in &t.nodes {
         prefix.push(node.name_bytes());
