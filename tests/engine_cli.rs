@@ -336,17 +336,10 @@ fn missing_pack_is_reported_by_check() {
 #[test]
 fn killed_create_leaves_no_snapshot_and_a_valid_repository() {
     let env = Env::new();
-    let mut child = env
-        .command(&["create", "--stdin-from-command", "endless", "--", "sh", "-c", "head -c 400000000 /dev/urandom"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        env.spawn(&["create", "--stdin-from-command", "endless", "--", "sh", "-c", "head -c 400000000 /dev/urandom"]);
     // Wait until at least one pack is durable, then kill without warning.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while env.files_of("data").is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    env.wait_for_file("data");
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(env.files_of("snapshots").is_empty());
@@ -362,16 +355,8 @@ fn exclusive_lock_blocks_then_unlock_clears_stale_locks() {
     let env = Env::new();
     // Hold an exclusive lock from a live helper process: `repair index` waits
     // on a shared lock we plant by running a slow create.
-    let mut slow = env
-        .command(&["create", "--stdin-from-command", "slow", "--", "sh", "-c", "sleep 4; echo done"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while env.files_of("locks").is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut slow = env.spawn(&["create", "--stdin-from-command", "slow", "--", "sh", "-c", "sleep 4; echo done"]);
+    env.wait_for_file("locks");
     env.snap(&["repair", "index", "--lock-wait", "1"]).fails_with(12, "locked");
     // A second create shares the lock and runs alongside.
     env.create(&["--stdin-from-command", "b", "--", "echo", "b"]);
@@ -380,15 +365,8 @@ fn exclusive_lock_blocks_then_unlock_clears_stale_locks() {
     env.snap(&["repair", "index", "--lock-wait", "5"]).ok();
 
     // A lock left by a killed process is stale: unlock removes it.
-    let mut victim = env
-        .command(&["create", "--stdin-from-command", "v", "--", "sleep", "30"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while env.files_of("locks").is_empty() {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut victim = env.spawn(&["create", "--stdin-from-command", "v", "--", "sleep", "30"]);
+    env.wait_for_file("locks");
     victim.kill().unwrap();
     victim.wait().unwrap();
     assert_eq!(env.files_of("locks").len(), 1);

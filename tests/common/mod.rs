@@ -98,6 +98,20 @@ impl Env {
         self.snap(&a).ok().json()
     }
 
+    /// Start snap in the background with its output discarded.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    }
+
+    /// Wait (up to a minute) until the repository has a file of `kind`.
+    pub fn wait_for_file(&self, kind: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.files_of(kind).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no {kind} file appeared");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn files_of(&self, kind: &str) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = walkdir::WalkDir::new(self.repo.join(kind))
             .into_iter()
