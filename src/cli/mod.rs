@@ -180,7 +180,7 @@ fn cmd_init(ctx: &Context, a: &args::InitArgs) -> CliResult {
     )?;
     if ctx.out.json {
         ctx.out.json(&json!({"id": repo.config().id, "location": repo.backend().location()}));
-    } else {
+    } else if !ctx.out.quiet {
         println!("created repository {} at {}", repo.config().id.short(), repo.backend().location());
         println!("Keep the password safe: without it (or `snap key export`) the data cannot be read.");
     }
