@@ -355,7 +355,7 @@ fn exclusive_lock_blocks_then_unlock_clears_stale_locks() {
     let env = Env::new();
     // Hold an exclusive lock from a live helper process: `repair index` waits
     // on a shared lock we plant by running a slow create.
-    let mut slow = env.spawn(&["create", "--stdin-from-command", "slow", "--", "sh", "-c", "sleep 4; echo done"]);
+    let mut slow = env.spawn(&["create", "--stdin-from-command", "slow", "--", "sh", "-c", "sleep 8; echo done"]);
     env.wait_for_file("locks");
     env.snap(&["repair", "index", "--lock-wait", "1"]).fails_with(12, "locked");
     // A second create shares the lock and runs alongside.

@@ -116,7 +116,8 @@ impl Env {
         let mut out: Vec<PathBuf> = walkdir::WalkDir::new(self.repo.join(kind))
             .into_iter()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_file())
+            // Backend temp files (`.tmp-…`) are not repository files yet.
+            .filter(|e| e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with('.'))
             .map(|e| e.into_path())
             .collect();
         out.sort();
