@@ -6,7 +6,6 @@ pub mod output;
 pub mod password;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use crate::repo::format::snapshot::Source;
 use crate::repo::lock::{self, LockGuard, LockKind};
 use crate::repo::ops::{check, create, diff, repair, restore, stats, walk};
 use crate::repo::repository::{InitOptions, Repository};
-use crate::repo::saver::Progress;
+use crate::repo::saver::{Progress, WorkProgress};
 use crate::repo::Error;
 use args::{Cli, Command, KeyCommand, RepairCommand};
 use output::{bytes, exit, local_time, Output, ProgressDisplay};
@@ -220,7 +219,7 @@ fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     let repo = ctx.open()?;
     let _lock = ctx.lock(&repo, LockKind::Shared, "create")?;
     let progress = Arc::new(Progress::default());
-    let display = ProgressDisplay::start(ctx.out, progress.clone());
+    let display = ProgressDisplay::create(ctx.out, progress.clone());
     let mut meta = SnapshotMeta {
         time,
         host: a.host.clone(),
@@ -400,11 +399,14 @@ fn cmd_restore(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
         local_time(&snap.time),
         a.target.display()
     ));
+    let progress = Arc::new(WorkProgress::default());
+    let display = ProgressDisplay::work(ctx.out, "files", progress.clone());
     let report = restore::restore(
         &repo,
         &snap,
-        &restore::RestoreOptions { target: a.target.clone(), include: a.include.clone() },
+        &restore::RestoreOptions { target: a.target.clone(), include: a.include.clone(), progress },
     )?;
+    drop(display);
     for e in &report.errors {
         eprintln!("snap: error: {e}");
     }
@@ -458,7 +460,10 @@ fn cmd_check(ctx: &Context, a: &args::CheckArgs) -> CliResult {
     };
     let repo = ctx.open()?;
     let _lock = ctx.lock(&repo, LockKind::Shared, "check")?;
-    let report = check::check(&repo, read)?;
+    let progress = Arc::new(WorkProgress::default());
+    let display = ProgressDisplay::work(ctx.out, "packs read", progress.clone());
+    let report = check::check(&repo, read, &progress)?;
+    drop(display);
     if ctx.out.json {
         ctx.out.json(&serde_json::to_value(&report).expect("report serialises"));
     } else {
@@ -585,9 +590,4 @@ fn cmd_key(ctx: &Context, k: &KeyCommand) -> CliResult {
         }
     }
     Ok(exit::OK)
-}
-
-/// Used by `snap restore` to resolve a relative target for messages.
-pub fn absolute(p: &std::path::Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }

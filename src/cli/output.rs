@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::repo::saver::Progress;
+use crate::repo::saver::{Progress, WorkProgress};
 
 /// Exit codes, documented in docs/CLI.md.
 pub mod exit {
@@ -58,14 +58,16 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// A progress line on stderr while a create runs; nothing when not a terminal.
+/// A progress line on stderr while a long command runs; nothing when not a
+/// terminal. `render` builds the line from live counters every 200 ms and
+/// gets the time since start.
 pub struct ProgressDisplay {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl ProgressDisplay {
-    pub fn start(out: Output, progress: Arc<Progress>) -> ProgressDisplay {
+    pub fn start(out: Output, render: impl Fn(Duration) -> String + Send + 'static) -> ProgressDisplay {
         let stop = Arc::new(AtomicBool::new(false));
         let handle = out.progress_enabled().then(|| {
             let stop = stop.clone();
@@ -77,17 +79,7 @@ impl ProgressDisplay {
                 );
                 let started = std::time::Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    let read = Progress::get(&progress.bytes_read);
-                    let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
-                    bar.set_message(format!(
-                        "{} files, {} read ({}/s), {} added, {} of {} chunks new",
-                        Progress::get(&progress.files),
-                        bytes(read),
-                        bytes(rate as u64),
-                        bytes(Progress::get(&progress.bytes_added)),
-                        Progress::get(&progress.chunks_new),
-                        Progress::get(&progress.chunks),
-                    ));
+                    bar.set_message(render(started.elapsed()));
                     bar.tick();
                     std::thread::sleep(Duration::from_millis(200));
                 }
@@ -95,6 +87,41 @@ impl ProgressDisplay {
             })
         });
         ProgressDisplay { stop, handle }
+    }
+
+    /// Progress of a create: files, bytes read and rate, bytes added, chunks.
+    pub fn create(out: Output, progress: Arc<Progress>) -> ProgressDisplay {
+        ProgressDisplay::start(out, move |elapsed| {
+            let read = Progress::get(&progress.bytes_read);
+            let rate = read as f64 / elapsed.as_secs_f64().max(0.001);
+            format!(
+                "{} files, {} read ({}/s), {} added, {} of {} chunks new",
+                Progress::get(&progress.files),
+                bytes(read),
+                bytes(rate as u64),
+                bytes(Progress::get(&progress.bytes_added)),
+                Progress::get(&progress.chunks_new),
+                Progress::get(&progress.chunks),
+            )
+        })
+    }
+
+    /// Progress of work with a known total: `noun` counts items.
+    pub fn work(out: Output, noun: &'static str, progress: Arc<WorkProgress>) -> ProgressDisplay {
+        ProgressDisplay::start(out, move |elapsed| {
+            let done = progress.done_bytes.load(Ordering::Relaxed);
+            let total = progress.total_bytes.load(Ordering::Relaxed);
+            let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+            let pct = if total > 0 { format!(" ({:.0}%)", done as f64 * 100.0 / total as f64) } else { String::new() };
+            format!(
+                "{} of {} {noun}, {} of {}{pct}, {}/s",
+                progress.done_items.load(Ordering::Relaxed),
+                progress.total_items.load(Ordering::Relaxed),
+                bytes(done),
+                bytes(total),
+                bytes(rate as u64),
+            )
+        })
     }
 }
 

@@ -208,9 +208,8 @@ fn build_trees(
     let mut stack = vec![OpenDir { name: Vec::new(), node: None, children: Vec::new() }];
     let mut stats = TreeStats::default();
     for ev in events {
-        let (path, is_dir) = match &ev {
-            Event::Dir(p, _) => (p, true),
-            Event::Leaf(p, _, _) => (p, false),
+        let path = match &ev {
+            Event::Dir(p, _) | Event::Leaf(p, _, _) => p,
         };
         if path.is_empty() || path.iter().any(|c| c.is_empty() || c == b"." || c == b".." || c.contains(&b'/')) {
             return Err(Error::Invalid(format!("invalid path {:?} in snapshot", display_path(path))));
@@ -226,7 +225,6 @@ fn build_trees(
         let name = path.last().expect("non-empty path").clone();
         match ev {
             Event::Dir(_, node) => {
-                let _ = is_dir;
                 stack.push(OpenDir { name, node: Some(node), children: Vec::new() });
             }
             Event::Leaf(p, mut node, tickets) => {

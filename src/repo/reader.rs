@@ -1,6 +1,10 @@
 //! Reading many blobs in order, with decryption and decompression spread
-//! over worker threads. Results come back in input order through a window
-//! of bounded size, so memory stays at `window` blobs however long the file.
+//! over worker threads. Blobs that sit back to back in one pack (the common
+//! case: a file's chunks are written in order) are fetched with one ranged
+//! read, so restore reads packs sequentially instead of blob by blob, which
+//! matters most on object storage. Results come back in input order through
+//! a window of bounded size, so memory stays at a few runs however long the
+//! file.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +12,36 @@ use crossbeam_channel::bounded;
 
 use super::error::{Error, Result};
 use super::id::Id;
+use super::index::BlobLocation;
 use super::repository::Repository;
+
+/// Upper bounds of one coalesced read. Small enough that several runs are in
+/// flight at once for parallel decryption, large enough to cut request counts.
+const RUN_MAX_BLOBS: usize = 8;
+const RUN_MAX_BYTES: u64 = 8 << 20;
+
+/// Split `ids` into runs of blobs contiguous in one pack. Each run is a list
+/// of (position in `ids`, id, location).
+fn next_run(repo: &Repository, ids: &[Id], start: usize) -> Result<Vec<(usize, Id, BlobLocation)>> {
+    let index = repo.index();
+    let locate = |i: usize| index.get(&ids[i]).ok_or(Error::MissingBlob(ids[i]));
+    let first = locate(start)?;
+    let mut run = vec![(start, ids[start], first)];
+    let mut bytes = first.length as u64;
+    let mut i = start + 1;
+    while i < ids.len() && run.len() < RUN_MAX_BLOBS {
+        let Some(loc) = index.get(&ids[i]) else { break };
+        let prev = run[run.len() - 1].2;
+        let contiguous = loc.pack == prev.pack && loc.offset as u64 == prev.offset as u64 + prev.length as u64;
+        if !contiguous || bytes + loc.length as u64 > RUN_MAX_BYTES {
+            break;
+        }
+        bytes += loc.length as u64;
+        run.push((i, ids[i], loc));
+        i += 1;
+    }
+    Ok(run)
+}
 
 pub fn for_each_blob_ordered(
     repo: &Repository,
@@ -16,23 +49,38 @@ pub fn for_each_blob_ordered(
     threads: usize,
     mut sink: impl FnMut(Vec<u8>) -> Result<()>,
 ) -> Result<()> {
-    if ids.len() <= 1 || threads <= 1 {
+    if ids.len() <= 1 {
         for id in ids {
             sink(repo.read_blob(id)?)?;
         }
         return Ok(());
     }
-    let window = threads * 3;
+    let threads = threads.max(1);
+    // Counted in blobs: at most this many decoded blobs are held or in flight.
+    let window = threads * 2 * RUN_MAX_BLOBS;
     std::thread::scope(|s| {
-        let (job_tx, job_rx) = bounded::<(usize, Id)>(window);
-        let (res_tx, res_rx) = bounded::<(usize, Result<Vec<u8>>)>(window);
+        let (job_tx, job_rx) = bounded::<Vec<(usize, Id, BlobLocation)>>(threads * 2);
+        // Room for every outstanding blob (a run may overshoot the window by one
+        // run), so workers never block on results while the caller waits on jobs.
+        let (res_tx, res_rx) = bounded::<(usize, Result<Vec<u8>>)>(window + RUN_MAX_BLOBS);
         for _ in 0..threads {
             let job_rx = job_rx.clone();
             let res_tx = res_tx.clone();
             s.spawn(move || {
-                for (seq, id) in job_rx {
-                    if res_tx.send((seq, repo.read_blob(&id))).is_err() {
-                        return;
+                for run in job_rx {
+                    let pairs: Vec<(Id, BlobLocation)> = run.iter().map(|&(_, id, loc)| (id, loc)).collect();
+                    let results = match repo.read_blob_run(&pairs) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // The whole read failed: report it once, at the run's first blob.
+                            let _ = res_tx.send((run[0].0, Err(e)));
+                            return;
+                        }
+                    };
+                    for ((seq, _, _), res) in run.iter().zip(results) {
+                        if res_tx.send((*seq, res)).is_err() {
+                            return;
+                        }
                     }
                 }
             });
@@ -44,10 +92,9 @@ pub fn for_each_blob_ordered(
         let result = (|| {
             while next_emit < ids.len() {
                 while next_submit < ids.len() && next_submit < next_emit + window {
-                    job_tx
-                        .send((next_submit, ids[next_submit]))
-                        .map_err(|_| Error::Invalid("blob reader stopped".into()))?;
-                    next_submit += 1;
+                    let run = next_run(repo, ids, next_submit)?;
+                    next_submit += run.len();
+                    job_tx.send(run).map_err(|_| Error::Invalid("blob reader stopped".into()))?;
                 }
                 while let Some(data) = held.remove(&next_emit) {
                     sink(data)?;
@@ -56,10 +103,8 @@ pub fn for_each_blob_ordered(
                 if next_emit >= ids.len() {
                     break;
                 }
-                if next_emit < next_submit {
-                    let (seq, res) = res_rx.recv().map_err(|_| Error::Invalid("blob reader stopped".into()))?;
-                    held.insert(seq, res?);
-                }
+                let (seq, res) = res_rx.recv().map_err(|_| Error::Invalid("blob reader stopped".into()))?;
+                held.insert(seq, res?);
             }
             Ok(())
         })();

@@ -13,7 +13,7 @@ use super::format::key::KeyFile;
 use super::format::snapshot::Snapshot;
 use super::format::tree::Tree;
 use super::id::Id;
-use super::index::MasterIndex;
+use super::index::{BlobLocation, MasterIndex};
 use super::sysinfo;
 
 pub struct Repository {
@@ -182,17 +182,24 @@ impl Repository {
                 Err(e) => bad.push((f.name, e)),
             }
         }
+        self.install_index(&files);
+        Ok(bad)
+    }
+
+    /// Make `files` the in-memory index (skipping superseded ones), for
+    /// callers that have already read and opened the index files.
+    pub fn install_index(&self, files: &[(Id, IndexFile)]) {
         let superseded: std::collections::HashSet<Id> =
             files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
         let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
-        for (name, f) in &files {
+        *idx = MasterIndex::new();
+        for (name, f) in files {
             if !superseded.contains(name) {
                 idx.load_file(f);
             }
         }
         idx.seal_loaded();
         self.index_loaded.store(true, std::sync::atomic::Ordering::Release);
-        Ok(bad)
     }
 
     pub fn read_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
@@ -231,6 +238,27 @@ impl Repository {
         let stored = self.backend.read_range(FileKind::Pack, &pack, loc.offset as u64, loc.length as u64)?;
         decode_blob(&self.key, loc.blob_type, loc.compression, id, loc.raw_length, &stored)
             .map_err(|e| Error::format(format!("blob {} in pack {}", id.short(), &pack[..16]), e))
+    }
+
+    /// Read blobs that lie back to back in one pack with a single ranged
+    /// read, then open each. `run` must be ordered by offset and contiguous.
+    pub fn read_blob_run(&self, run: &[(Id, BlobLocation)]) -> Result<Vec<Result<Vec<u8>>>> {
+        let (Some((_, first)), Some((_, last))) = (run.first(), run.last()) else { return Ok(Vec::new()) };
+        let start = first.offset as u64;
+        let end = last.offset as u64 + last.length as u64;
+        let pack = first.pack.to_hex();
+        let stored = self.backend.read_range(FileKind::Pack, &pack, start, end - start)?;
+        Ok(run
+            .iter()
+            .map(|(id, loc)| {
+                let from = (loc.offset as u64 - start) as usize;
+                let bytes = stored
+                    .get(from..from + loc.length as usize)
+                    .ok_or_else(|| Error::Invalid(format!("short read of pack {}", &pack[..16])))?;
+                decode_blob(&self.key, loc.blob_type, loc.compression, id, loc.raw_length, bytes)
+                    .map_err(|e| Error::format(format!("blob {} in pack {}", id.short(), &pack[..16]), e))
+            })
+            .collect())
     }
 
     pub fn read_tree(&self, id: &Id) -> Result<Tree> {

@@ -57,6 +57,29 @@ impl Progress {
     }
 }
 
+/// Live counters of work whose total is known up front (restore, reading
+/// packs in check), for progress display.
+#[derive(Default, Debug)]
+pub struct WorkProgress {
+    pub done_items: AtomicU64,
+    pub total_items: AtomicU64,
+    pub done_bytes: AtomicU64,
+    pub total_bytes: AtomicU64,
+}
+
+impl WorkProgress {
+    pub fn set_total(&self, items: u64, bytes: u64) {
+        self.total_items.store(items, Ordering::Relaxed);
+        self.total_bytes.store(bytes, Ordering::Relaxed);
+    }
+    pub fn add_bytes(&self, n: u64) {
+        self.done_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn item_done(&self) {
+        self.done_items.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 struct Job {
     data: Vec<u8>,
     blob_type: BlobType,

@@ -92,3 +92,66 @@ impl Snapshot {
         Self::decode_plain(&open_file(key, SealedKind::Snapshot, bytes)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    fn arb_source() -> impl Strategy<Value = Source> {
+        prop_oneof![
+            proptest::collection::vec(".{0,20}", 0..4).prop_map(|paths| Source::Paths { paths }),
+            ".{0,20}".prop_map(|name| Source::Stdin { name }),
+            (".{0,10}", proptest::collection::vec(".{0,10}", 0..3))
+                .prop_map(|(name, command)| Source::Command { name, command }),
+            ".{0,30}".prop_map(|url| Source::Project { url }),
+        ]
+    }
+
+    prop_compose! {
+        fn arb_snapshot()(
+            secs in 0i64..4_000_000_000, nanos in 0u32..1_000_000_000,
+            host in ".{0,16}", username in ".{0,16}",
+            tags in proptest::collection::vec("[a-z0-9-]{1,8}", 0..4),
+            source in arb_source(), tree in any::<[u8; 32]>(),
+            counts in any::<[u32; 6]>(), duration in 0.0f64..1e6,
+            rows in proptest::option::of(any::<u32>()),
+            lost in proptest::collection::vec(".{0,12}", 0..3),
+            original in proptest::option::of(any::<[u8; 32]>()),
+        ) -> Snapshot {
+            Snapshot {
+                version: SNAPSHOT_VERSION,
+                time: Utc.timestamp_opt(secs, nanos).unwrap(),
+                host, username, tags, source, tree: Id(tree),
+                summary: Summary {
+                    files: counts[0] as u64, dirs: counts[1] as u64, bytes_read: counts[2] as u64,
+                    bytes_added: counts[3] as u64, chunks_total: counts[4] as u64, chunks_new: counts[5] as u64,
+                    duration_s: duration,
+                },
+                extra: rows.map(|r| serde_json::json!({"tables": {"public.t": {"rows": r}}})).unwrap_or_default(),
+                lost, original: original.map(Id),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn snapshot_round_trip(s in arb_snapshot()) {
+            let key = MasterKey::generate();
+            let sealed = s.seal(&key);
+            prop_assert_eq!(Snapshot::open(&key, &sealed).unwrap(), s.clone());
+            // Another key, or any flipped byte, is refused.
+            prop_assert!(Snapshot::open(&MasterKey::generate(), &sealed).is_err());
+            let mut bad = sealed.clone();
+            let i = sealed.len() / 2;
+            bad[i] ^= 1;
+            prop_assert!(Snapshot::open(&key, &bad).is_err());
+        }
+
+        #[test]
+        fn snapshot_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Snapshot::decode_plain(&bytes);
+        }
+    }
+}

@@ -173,4 +173,75 @@ mod tests {
         let back = Tree::decode(&t.encode()).unwrap();
         assert_eq!(back.nodes[0].name_bytes(), raw);
     }
+
+    use proptest::prelude::*;
+
+    fn arb_node() -> impl Strategy<Value = Node> {
+        (
+            proptest::collection::vec(any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0), 1..12),
+            0u8..3,
+            any::<u32>(),
+            any::<i64>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..4),
+            proptest::collection::vec(any::<u8>(), 1..16),
+            proptest::option::of("[a-z_]{1,8}"),
+        )
+            .prop_filter("not . or ..", |(name, ..)| name != b"." && name != b"..")
+            .prop_map(|(name, kind, mode, mtime_ns, size, content, target, attr)| {
+                let kind = [NodeKind::File, NodeKind::Dir, NodeKind::Symlink][kind as usize];
+                let mut n = Node::new(&name, kind);
+                n.mode = mode & 0o7777;
+                n.mtime_ns = mtime_ns;
+                n.size = size;
+                match kind {
+                    NodeKind::File => n.content = content.into_iter().map(Id).collect(),
+                    NodeKind::Dir => n.subtree = Some(Id([7; 32])),
+                    NodeKind::Symlink => {
+                        let (t, raw) = encode_name(&target);
+                        n.target = Some(t);
+                        n.target_raw = raw;
+                    }
+                }
+                if let Some(a) = attr {
+                    n.attrs.insert(a, serde_json::json!({"etag": "x", "n": 1}));
+                }
+                n
+            })
+    }
+
+    proptest! {
+        /// Any valid tree, once sorted and de-duplicated, survives encoding
+        /// exactly, names and targets byte for byte; equal trees encode equal.
+        #[test]
+        fn tree_round_trip(nodes in proptest::collection::vec(arb_node(), 0..20)) {
+            let mut t = Tree { nodes };
+            t.sort();
+            t.nodes.dedup_by_key(|n| n.name_bytes());
+            let bytes = t.encode();
+            let back = Tree::decode(&bytes).unwrap();
+            prop_assert_eq!(&back, &t);
+            prop_assert_eq!(back.encode(), bytes);
+            for (a, b) in back.nodes.iter().zip(&t.nodes) {
+                prop_assert_eq!(a.name_bytes(), b.name_bytes());
+                prop_assert_eq!(a.target_bytes(), b.target_bytes());
+            }
+        }
+
+        /// Reversing a sorted tree of two or more entries is always refused.
+        #[test]
+        fn unsorted_tree_refused(nodes in proptest::collection::vec(arb_node(), 2..10)) {
+            let mut t = Tree { nodes };
+            t.sort();
+            t.nodes.dedup_by_key(|n| n.name_bytes());
+            prop_assume!(t.nodes.len() >= 2);
+            t.nodes.reverse();
+            prop_assert!(Tree::decode(&t.encode()).is_err());
+        }
+
+        #[test]
+        fn tree_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Tree::decode(&bytes);
+        }
+    }
 }

@@ -8,14 +8,17 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use rand::seq::SliceRandom;
+
 use super::super::backend::FileKind;
 use super::super::error::{Error, Result};
 use super::super::format::blob::{decode_blob, BlobType};
-use super::super::format::index::IndexBlob;
+use super::super::format::index::{IndexBlob, IndexFile};
 use super::super::format::pack::{read_header, LocatedEntry};
 use super::super::id::Id;
 use super::super::reader::default_threads;
 use super::super::repository::{parse_name, Repository};
+use super::super::saver::WorkProgress;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ReadData {
@@ -72,32 +75,45 @@ pub fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<Vec<
     }
 }
 
-pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
+pub fn check(repo: &Repository, read_data: ReadData, progress: &WorkProgress) -> Result<CheckReport> {
     let mut report = CheckReport::default();
 
     // Index files.
     let mut indexed: HashMap<Id, Vec<IndexBlob>> = HashMap::new();
     let index_names = repo.backend().list(FileKind::Index)?;
     report.index_files = index_names.len();
+    let mut opened = Vec::new();
     for f in &index_names {
-        if let Err(e) = parse_name(&f.name) {
-            report.problem(format!("index/{}", f.name), e);
-            continue;
-        }
-        match repo.read_index_file(&f.name) {
-            Ok(file) => {
-                if Id::of_bytes(&repo.backend().read(FileKind::Index, &f.name)?).to_hex() != f.name {
-                    report.problem(format!("index/{}", f.name), "contents do not match the file name");
-                }
-                for p in file.packs {
-                    indexed.entry(p.id).or_default().extend(p.blobs);
-                }
+        let object = format!("index/{}", f.name);
+        let id = match parse_name(&f.name) {
+            Ok(id) => id,
+            Err(e) => {
+                report.problem(object, e);
+                continue;
             }
-            Err(e) => report.problem(format!("index/{}", f.name), format!("{e} (run `snap repair index`)")),
+        };
+        let bytes = match repo.backend().read(FileKind::Index, &f.name) {
+            Ok(b) => b,
+            Err(e) => {
+                report.problem(object, e);
+                continue;
+            }
+        };
+        if Id::of_bytes(&bytes) != id {
+            report.problem(object.clone(), "contents do not match the file name");
+        }
+        match IndexFile::open(repo.key(), &bytes) {
+            Ok(file) => {
+                for p in &file.packs {
+                    indexed.entry(p.id).or_default().extend(p.blobs.iter().cloned());
+                }
+                opened.push((id, file));
+            }
+            Err(e) => report.problem(object, format!("{e} (run `snap repair index`)")),
         }
     }
-    let bad_index = repo.load_index_tolerant()?;
-    drop(bad_index);
+    repo.install_index(&opened);
+    drop(opened);
 
     // Packs against the index.
     let packs = repo.backend().list(FileKind::Pack)?;
@@ -144,10 +160,8 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     for (name, e) in bad {
         report.problem(format!("snapshots/{name}"), e);
     }
-    let index = repo.index();
     let mut seen_trees: HashSet<Id> = HashSet::new();
     let mut seen_data: HashSet<Id> = HashSet::new();
-    drop(index);
     for (sid, snap) in &snapshots {
         let mut stack: Vec<(Id, String)> = vec![(snap.tree, String::new())];
         while let Some((tree_id, path)) = stack.pop() {
@@ -194,13 +208,15 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         ReadData::All => present.iter().map(|(k, v)| (*k, *v)).collect(),
         ReadData::Subset(frac) => {
             let mut all: Vec<(Id, u64)> = present.iter().map(|(k, v)| (*k, *v)).collect();
-            all.sort_by_key(|(id, _)| (Id::random().0[0], *id));
+            all.sort();
+            all.shuffle(&mut rand::thread_rng());
             let n = ((all.len() as f64) * frac).ceil() as usize;
             all.truncate(n.min(all.len()));
             all
         }
     };
-    let results = read_packs(repo, &selected);
+    progress.set_total(selected.len() as u64, selected.iter().map(|(_, size)| size).sum());
+    let results = read_packs(repo, &selected, progress);
     for (id, res) in results {
         report.packs_read += 1;
         match res {
@@ -218,15 +234,17 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
 
 type PackResult = (Id, std::result::Result<usize, Vec<String>>);
 
-fn read_packs(repo: &Repository, packs: &[(Id, u64)]) -> Vec<PackResult> {
+fn read_packs(repo: &Repository, packs: &[(Id, u64)], progress: &WorkProgress) -> Vec<PackResult> {
     let queue = std::sync::Mutex::new(packs.iter());
     let out = std::sync::Mutex::new(BTreeMap::new());
     std::thread::scope(|s| {
         for _ in 0..default_threads() {
             s.spawn(|| loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next().copied();
-                let Some((id, _)) = next else { return };
+                let Some((id, size)) = next else { return };
                 let res = verify_pack(repo, &id);
+                progress.add_bytes(size);
+                progress.item_done();
                 out.lock().unwrap_or_else(|p| p.into_inner()).insert(id, res);
             });
         }

@@ -10,6 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::super::archiver::display_path;
@@ -18,6 +20,7 @@ use super::super::format::snapshot::Snapshot;
 use super::super::format::tree::{Node, NodeKind};
 use super::super::reader::{default_threads, for_each_blob_ordered};
 use super::super::repository::Repository;
+use super::super::saver::WorkProgress;
 use super::super::sysinfo;
 use super::walk::{find_node, split_path, visit};
 
@@ -26,6 +29,7 @@ pub struct RestoreOptions {
     /// Restore only entries matching one of these globs (or lying under a
     /// matching directory). Empty: everything.
     pub include: Vec<String>,
+    pub progress: Arc<WorkProgress>,
 }
 
 #[derive(Default, Debug)]
@@ -93,6 +97,10 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
     fs::create_dir_all(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
     let mut report = RestoreReport::default();
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
+    let progress = &opts.progress;
+    if include.is_none() {
+        progress.set_total(snapshot.summary.files, snapshot.summary.bytes_read);
+    }
     let threads = default_threads();
     let target = opts.target.clone();
     let matches = |path: &[Vec<u8>]| -> bool {
@@ -124,7 +132,8 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
             }
         }
         let res = match node.kind {
-            NodeKind::File => restore_file(repo, node, &dest, threads).map(|n| {
+            NodeKind::File => restore_file(repo, node, &dest, threads, progress).map(|n| {
+                progress.item_done();
                 report.files += 1;
                 report.bytes += n;
             }),
@@ -145,7 +154,7 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
     Ok(report)
 }
 
-fn restore_file(repo: &Repository, node: &Node, dest: &Path, threads: usize) -> Result<u64> {
+fn restore_file(repo: &Repository, node: &Node, dest: &Path, threads: usize, progress: &WorkProgress) -> Result<u64> {
     clear_symlink(dest).map_err(|e| Error::io(dest.display(), e))?;
     if fs::symlink_metadata(dest).map(|m| m.is_dir()).unwrap_or(false) {
         fs::remove_dir_all(dest).map_err(|e| Error::io(dest.display(), e))?;
@@ -159,6 +168,7 @@ fn restore_file(repo: &Repository, node: &Node, dest: &Path, threads: usize) -> 
     let mut written = 0u64;
     let res = for_each_blob_ordered(repo, &node.content, threads, |data| {
         written += data.len() as u64;
+        progress.add_bytes(data.len() as u64);
         f.write_all(&data).map_err(|e| Error::io(dest.display(), e))
     });
     if let Err(e) = res {
