@@ -31,7 +31,7 @@ pub enum Command {
     /// Create a new repository
     Init(InitArgs),
     /// Back up files, standard input, or a command's output into a new snapshot
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List snapshots, oldest first
     Snapshots,
     /// List the files of a snapshot
@@ -106,6 +106,38 @@ pub struct CreateArgs {
     /// one without matches any name)
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Back up only this part of the project: db or storage
+    #[arg(long, value_name = "PART")]
+    pub only: Option<String>,
+    /// Leave this table's rows out (SCHEMA.TABLE, repeatable)
+    #[arg(long = "exclude-table", value_name = "SCHEMA.TABLE")]
+    pub exclude_tables: Vec<String>,
+    /// Leave this Storage bucket out (repeatable)
+    #[arg(long = "exclude-bucket", value_name = "NAME")]
+    pub exclude_buckets: Vec<String>,
+    /// Database connections streaming tables in parallel
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+}
+
+/// Where the Supabase project is (secrets come only from the environment,
+/// an env file, *_FILE variables or a prompt).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ProjectArgs {
+    /// Env file with the project settings (default: .env in the working directory)
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Postgres connection string (no password here: use PGPASSWORD or an env file)
+    #[arg(long = "db-url", value_name = "URL")]
+    pub db_url: Option<String>,
+    /// Project URL, e.g. https://<ref>.supabase.co
+    #[arg(long = "supabase-url", value_name = "URL")]
+    pub supabase_url: Option<String>,
+    /// Storage API base URL (default: $SUPABASE_URL/storage/v1)
+    #[arg(long = "storage-url", value_name = "URL")]
+    pub storage_url: Option<String>,
 }
 
 #[derive(Args, Debug)]

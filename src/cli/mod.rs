@@ -4,6 +4,7 @@
 pub mod args;
 pub mod output;
 pub mod password;
+mod project;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ impl CliError {
     pub fn usage(message: impl Into<String>) -> CliError {
         CliError { code: exit::USAGE, message: message.into(), json_done: false }
     }
-    fn new(code: i32, message: impl Into<String>) -> CliError {
+    pub(crate) fn new(code: i32, message: impl Into<String>) -> CliError {
         CliError { code, message: message.into(), json_done: false }
     }
     fn after_json(mut self) -> CliError {
@@ -60,10 +61,14 @@ impl From<Error> for CliError {
     }
 }
 
-type CliResult = Result<i32, CliError>;
+pub(crate) type CliResult = Result<i32, CliError>;
 
 /// Parse arguments, run, and return the process exit code.
 pub fn main() -> i32 {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = crate::supabase::settings::redact(&info.to_string());
+        eprintln!("snap: internal error (please report): {msg}");
+    }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -76,18 +81,20 @@ pub fn main() -> i32 {
     match run(&cli, out) {
         Ok(code) => code,
         Err(e) => {
+            // Secrets registered while loading settings never reach output.
+            let message = crate::supabase::settings::redact(&e.message);
             if out.json && !e.json_done {
-                out.json(&json!({"error": e.message, "exit_code": e.code}));
+                out.json(&json!({"error": message, "exit_code": e.code}));
             }
-            eprintln!("snap: error: {}", e.message);
+            eprintln!("snap: error: {message}");
             e.code
         }
     }
 }
 
-struct Context<'a> {
-    cli: &'a Cli,
-    out: Output,
+pub(crate) struct Context<'a> {
+    pub(crate) cli: &'a Cli,
+    pub(crate) out: Output,
 }
 
 impl Context<'_> {
@@ -100,7 +107,7 @@ impl Context<'_> {
         Ok(Arc::from(open_location(loc).map_err(Error::from)?))
     }
 
-    fn open(&self) -> Result<Arc<Repository>, CliError> {
+    pub(crate) fn open(&self) -> Result<Arc<Repository>, CliError> {
         let backend = self.backend()?;
         let repo = match &self.cli.master_key_file {
             Some(path) => {
@@ -121,7 +128,7 @@ impl Context<'_> {
         Ok(Arc::new(repo))
     }
 
-    fn lock(&self, repo: &Repository, kind: LockKind, purpose: &str) -> Result<LockGuard, CliError> {
+    pub(crate) fn lock(&self, repo: &Repository, kind: LockKind, purpose: &str) -> Result<LockGuard, CliError> {
         let out = self.out;
         Ok(lock::acquire(repo, kind, purpose, Duration::from_secs(self.cli.lock_wait), &mut |msg| {
             out.note(&format!("snap: {msg}"))
@@ -186,7 +193,7 @@ fn cmd_init(ctx: &Context, a: &args::InitArgs) -> CliResult {
     Ok(exit::OK)
 }
 
-fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, CliError> {
+pub(crate) fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, CliError> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&chrono::Utc));
     }
@@ -207,6 +214,9 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, CliError> {
 
 fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     let modes = [!a.paths.is_empty(), a.stdin.is_some(), a.stdin_from_command.is_some()].iter().filter(|x| **x).count();
+    if modes == 0 {
+        return project::cmd_create_project(ctx, a);
+    }
     if modes != 1 {
         return Err(CliError::usage("give PATHs, or --stdin NAME, or --stdin-from-command NAME -- COMMAND"));
     }

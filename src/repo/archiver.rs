@@ -55,12 +55,64 @@ struct TreeStats {
     dirs: u64,
 }
 
+/// A file's contents, chunked and handed to the saver.
+pub struct Content {
+    tickets: Vec<Ticket>,
+    pub size: u64,
+    /// BLAKE3 of the bytes, when asked for.
+    pub hash: Option<blake3::Hash>,
+}
+
+#[derive(Clone)]
+pub struct ContentSaver {
+    repo: Arc<Repository>,
+    saver: Arc<BlobSaver>,
+    chunkers: Arc<std::sync::Mutex<HashMap<String, Chunker>>>,
+    progress: Arc<Progress>,
+}
+
+impl ContentSaver {
+    fn chunker(&self, profile: &str) -> Result<Chunker> {
+        let mut map = self.chunkers.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(profile) {
+            map.insert(profile.to_string(), self.repo.chunker(profile)?);
+        }
+        Ok(map[profile].clone())
+    }
+
+    /// Chunk `reader` to its end and submit every chunk. `label` names the
+    /// stream in errors. With `hash`, also BLAKE3 the whole stream.
+    pub fn save(&self, reader: impl Read, profile: &str, label: &str, hash: bool) -> Result<Content> {
+        let chunker = self.chunker(profile)?;
+        let mut hasher = hash.then(blake3::Hasher::new);
+        let mut tickets = Vec::new();
+        let mut size = 0u64;
+        for chunk in chunker.stream(reader) {
+            let chunk = chunk.map_err(|e| Error::io(label, e))?;
+            size += chunk.len() as u64;
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
+            self.progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            tickets.push(self.saver.submit(chunk, BlobType::Data)?);
+            if self.saver.failed() {
+                break;
+            }
+        }
+        Ok(Content { tickets, size, hash: hasher.map(|h| h.finalize()) })
+    }
+
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+}
+
 pub struct SnapshotWriter {
     repo: Arc<Repository>,
-    saver: Option<Arc<BlobSaver>>,
+    /// Holds the blob saver; `None` once finished.
+    content: Option<ContentSaver>,
     events: Option<Sender<Event>>,
     builder: Option<JoinHandle<Result<(Id, TreeStats)>>>,
-    chunkers: HashMap<String, Chunker>,
     progress: Arc<Progress>,
     started: Instant,
 }
@@ -77,11 +129,15 @@ impl SnapshotWriter {
             std::thread::spawn(move || build_trees(&saver, &progress, rx))
         };
         Ok(SnapshotWriter {
-            repo,
-            saver: Some(saver),
+            repo: repo.clone(),
+            content: Some(ContentSaver {
+                repo: repo.clone(),
+                saver,
+                chunkers: Arc::new(std::sync::Mutex::new(HashMap::new())),
+                progress: progress.clone(),
+            }),
             events: Some(tx),
             builder: Some(builder),
-            chunkers: HashMap::new(),
             progress,
             started: Instant::now(),
         })
@@ -89,10 +145,6 @@ impl SnapshotWriter {
 
     pub fn progress(&self) -> &Arc<Progress> {
         &self.progress
-    }
-
-    fn saver(&self) -> &BlobSaver {
-        self.saver.as_ref().expect("writer used after finish")
     }
 
     fn send(&mut self, ev: Event) -> Result<()> {
@@ -105,27 +157,39 @@ impl SnapshotWriter {
 
     /// Add a file, streaming `reader` through the chunker. Returns the bytes
     /// read. `node.size` is set from what was actually read.
-    pub fn add_file(&mut self, path: Vec<Vec<u8>>, mut node: Node, reader: impl Read, profile: &str) -> Result<u64> {
-        if !self.chunkers.contains_key(profile) {
-            let c = self.repo.chunker(profile)?;
-            self.chunkers.insert(profile.to_string(), c);
-        }
-        let chunker = self.chunkers[profile].clone();
-        let mut tickets = Vec::new();
-        let mut size = 0u64;
-        for chunk in chunker.stream(reader) {
-            let chunk = chunk.map_err(|e| Error::io(display_path(&path), e))?;
-            size += chunk.len() as u64;
-            self.progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            tickets.push(self.saver().submit(chunk, BlobType::Data)?);
-            if self.saver().failed() {
-                break;
+    pub fn add_file(&mut self, path: Vec<Vec<u8>>, node: Node, reader: impl Read, profile: &str) -> Result<u64> {
+        let content = self.content_saver().save(reader, profile, &display_path(&path), false)?;
+        let size = content.size;
+        self.add_content(path, node, content)?;
+        Ok(size)
+    }
+
+    /// A handle that chunks and saves file contents from any thread, so that
+    /// several streams can be read at once and added in tree order later.
+    /// Every clone must be dropped before [`SnapshotWriter::finish`].
+    pub fn content_saver(&self) -> ContentSaver {
+        self.content.clone().expect("writer used after finish")
+    }
+
+    /// Add a file whose contents a [`ContentSaver`] has saved.
+    pub fn add_content(&mut self, path: Vec<Vec<u8>>, mut node: Node, content: Content) -> Result<()> {
+        node.kind = NodeKind::File;
+        node.size = content.size;
+        self.send(Event::Leaf(path, node, content.tickets))
+    }
+
+    /// Add a file whose data blobs are already in the repository (taken from
+    /// an earlier snapshot); `node.content` and `node.size` must be set.
+    /// Fails if a blob is not in the index (e.g. removed by prune since).
+    pub fn add_existing(&mut self, path: Vec<Vec<u8>>, mut node: Node) -> Result<()> {
+        {
+            let index = self.repo.index();
+            if let Some(missing) = node.content.iter().find(|id| !index.contains(id)) {
+                return Err(Error::MissingBlob(*missing));
             }
         }
         node.kind = NodeKind::File;
-        node.size = size;
-        self.send(Event::Leaf(path, node, tickets))?;
-        Ok(size)
+        self.send(Event::Leaf(path, node, Vec::new()))
     }
 
     /// Add a directory with its metadata; its entries must follow.
@@ -155,7 +219,7 @@ impl SnapshotWriter {
     /// snapshot file.
     pub fn finish(mut self, meta: SnapshotMeta) -> Result<(Id, Snapshot)> {
         let built = self.join_builder();
-        let saver = Arc::try_unwrap(self.saver.take().expect("saver present"))
+        let saver = Arc::try_unwrap(self.content.take().expect("saver present").saver)
             .map_err(|_| Error::Invalid("blob saver still shared".into()))?;
         let saved = saver.finish();
         let (root, stats) = built?;

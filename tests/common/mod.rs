@@ -1,6 +1,8 @@
 //! Helpers for tests that drive the `snap` binary.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

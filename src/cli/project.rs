@@ -1,0 +1,113 @@
+//! The Supabase commands of the CLI: settings in, engine and Supabase
+//! calls, a summary out.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::output::{bytes, exit, ProgressDisplay};
+use super::{args, parse_time, CliError, CliResult, Context};
+use crate::repo::lock::LockKind;
+use crate::repo::saver::Progress;
+use crate::supabase::backup::{backup_project, BackupOptions};
+use crate::supabase::dbdump::DbObserver;
+use crate::supabase::project::{load_project, Parts};
+use crate::supabase::settings::{SettingsSource, UrlFlags};
+use crate::supabase::SupabaseError;
+
+impl From<SupabaseError> for CliError {
+    fn from(e: SupabaseError) -> CliError {
+        match e {
+            SupabaseError::Repo(r) => r.into(),
+            SupabaseError::Config(m) => CliError::usage(m),
+            SupabaseError::Partial(m) => CliError::new(exit::PARTIAL, m),
+            other => CliError::new(exit::ERROR, other.to_string()),
+        }
+    }
+}
+
+fn url_flags(p: &args::ProjectArgs) -> UrlFlags {
+    UrlFlags { db_url: p.db_url.clone(), supabase_url: p.supabase_url.clone(), storage_url: p.storage_url.clone() }
+}
+
+struct StderrObserver {
+    quiet: bool,
+}
+
+impl DbObserver for StderrObserver {
+    fn warn(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("snap: warning: {message}");
+        }
+    }
+}
+
+pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
+    if !a.command.is_empty() {
+        return Err(CliError::usage("a command after -- needs --stdin-from-command NAME"));
+    }
+    let parts = Parts::parse(a.only.as_deref())?;
+    let source = SettingsSource::load(a.project.env_file.as_deref())?;
+    let project = load_project(&source, &url_flags(&a.project), parts)?;
+    for t in &a.exclude_tables {
+        if !t.contains('.') {
+            return Err(CliError::usage(format!("--exclude-table takes SCHEMA.TABLE, not {t:?}")));
+        }
+    }
+    let time = a.time.as_deref().map(parse_time).transpose()?;
+    let repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, LockKind::Shared, "create")?;
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::create(ctx.out, progress.clone());
+    let observer = StderrObserver { quiet: ctx.out.quiet };
+    let report = backup_project(
+        repo,
+        progress,
+        &project,
+        &BackupOptions {
+            parts,
+            jobs: a.jobs.max(1),
+            exclude_tables: a.exclude_tables.clone(),
+            exclude_buckets: a.exclude_buckets.clone(),
+            tags: a.tags.clone(),
+            host: a.host.clone(),
+            time,
+        },
+        &observer,
+    );
+    drop(display);
+    let report = report?;
+    let s = &report.snapshot.summary;
+    let (tables, rows) = report
+        .db
+        .as_ref()
+        .map(|d| (d.tables.len() as u64, d.tables.iter().map(|t| t.rows).sum::<u64>()))
+        .unwrap_or((0, 0));
+    if ctx.out.json {
+        ctx.out.json(&json!({
+            "snapshot_id": report.id,
+            "time": report.snapshot.time,
+            "source": report.snapshot.source,
+            "tables": tables,
+            "rows": rows,
+            "files": s.files,
+            "bytes_read": s.bytes_read,
+            "bytes_added": s.bytes_added,
+            "chunks_total": s.chunks_total,
+            "chunks_new": s.chunks_new,
+            "duration_s": s.duration_s,
+            "warnings": report.warnings,
+        }));
+    } else if !ctx.out.quiet {
+        println!(
+            "snapshot {} saved: {} tables, {} rows, {} read, {} added in {:.2}s",
+            report.id.short(),
+            tables,
+            rows,
+            bytes(s.bytes_read),
+            bytes(s.bytes_added),
+            s.duration_s
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,635 @@
+//! Capturing the database as separate streams taken at one point in time.
+//!
+//! A coordinator connection opens a repeatable-read transaction and exports
+//! its snapshot; `jobs` worker connections adopt it (`SET TRANSACTION
+//! SNAPSHOT`) and stream one table each at a time with COPY, rows in
+//! primary-key order so that unchanged rows chunk and deduplicate the same
+//! way every day; pg_dump children get the same snapshot (`--snapshot`) for
+//! the schema. Roles are global objects outside any snapshot.
+//!
+//! Streams (each a file in the snapshot under `db/`):
+//! - `roles.sql`: pg_dumpall --roles-only (with passwords when readable)
+//! - `schema.sql`: the user's schemas, schema only
+//! - `platform_schema.sql`: the platform schemas' full DDL, which holds the
+//!   user's own objects in them (triggers, policies, indexes, columns…);
+//!   restore re-creates what the target lacks
+//! - `data/<schema>/<table>.sql`: one COPY block per table
+//! - `sequences.sql`, `large_objects.sql`, `matviews.sql`
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::runtime::Handle;
+use tokio_postgres::{Client, CopyOutStream};
+
+use super::catalog::{self, quote_ident, quote_literal, Extension, PlatformUserObject, ServerInfo, Table};
+use super::error::{SupabaseError, SupabaseResult};
+use super::pgconn::{DbTarget, Route};
+use super::pgtools::{self, ChildStream, PgTool, RestrictFilter};
+use crate::repo::archiver::{Content, ContentSaver};
+
+pub struct DbOptions {
+    pub jobs: usize,
+    /// `schema.table` names whose rows are left out.
+    pub exclude_tables: Vec<String>,
+}
+
+/// One captured stream, ready to be added to the snapshot tree.
+pub struct DbStream {
+    /// Path under the snapshot root, e.g. ["db", "data", "public", "t.sql"].
+    pub path: Vec<String>,
+    pub content: Content,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableManifest {
+    pub schema: String,
+    pub name: String,
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub columns: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_of: Option<String>,
+}
+
+/// What restore and verify need to know about the captured database.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbManifest {
+    pub server_version: String,
+    pub server_version_num: i32,
+    pub pg_dump_version: String,
+    pub database: String,
+    pub connection: String,
+    pub user: String,
+    /// All streams share one exported snapshot.
+    pub consistent: bool,
+    pub role_passwords: bool,
+    /// Login roles restored without a password (need `ALTER ROLE … PASSWORD`).
+    pub login_roles_without_password: Vec<String>,
+    pub extensions: Vec<Extension>,
+    pub user_schemas: Vec<String>,
+    pub platform_schemas: Vec<String>,
+    pub tables: Vec<TableManifest>,
+    pub excluded_tables: Vec<String>,
+    /// Tables the connection may not read: left out, and said so.
+    pub unreadable_tables: Vec<String>,
+    /// Platform schemas and tables whose definitions could not be read.
+    pub unreadable_platform_objects: Vec<String>,
+    pub sequences: usize,
+    pub large_objects: usize,
+    pub materialized_views: Vec<String>,
+    pub platform_user_objects: Vec<PlatformUserObject>,
+    pub streams: Vec<String>,
+}
+
+enum Task {
+    Roles,
+    Schema,
+    PlatformSchema,
+    Table(Table),
+    Sequences,
+    LargeObjects,
+    MatViews,
+}
+
+/// Reports from the capture, for progress display.
+pub trait DbObserver: Sync {
+    fn stream_started(&self, _name: &str) {}
+    fn stream_done(&self, _name: &str, _bytes: u64) {}
+    fn warn(&self, _message: &str) {}
+}
+
+struct Shared<'a> {
+    handle: Handle,
+    target: &'a DbTarget,
+    saver: &'a ContentSaver,
+    pg_dump: PgTool,
+    pg_dumpall: PgTool,
+    info: ServerInfo,
+    snapshot: Option<String>,
+    all_platform_schemas: Vec<String>,
+    /// Platform schemas whose definitions pg_dump can read.
+    platform_schemas: Vec<String>,
+    /// Tables in them it cannot lock, left out of the dump.
+    closed_tables: Vec<(String, String)>,
+    matviews: Vec<String>,
+    observer: &'a dyn DbObserver,
+    failed: AtomicBool,
+    rows: Mutex<Vec<(String, u64, u64)>>,
+    large_objects: AtomicU64,
+    sequences: AtomicU64,
+}
+
+pub fn backup_database(
+    handle: &Handle,
+    target: &DbTarget,
+    saver: &ContentSaver,
+    opts: &DbOptions,
+    observer: &dyn DbObserver,
+) -> SupabaseResult<(Vec<DbStream>, DbManifest)> {
+    let coordinator = handle.block_on(target.connect())?;
+    let info = handle.block_on(catalog::server_info(&coordinator))?;
+    let pg_dump = pgtools::find_tool("pg_dump", info.major())?;
+    let pg_dumpall = pgtools::find_tool("pg_dumpall", info.major())?;
+
+    handle
+        .block_on(coordinator.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        .map_err(SupabaseError::db)?;
+    let snapshot = if target.route() == Route::TransactionPooler {
+        observer.warn(
+            "the transaction pooler (port 6543) cannot share a snapshot between connections: \
+             streaming every table through one transaction; the schema dump is taken separately. \
+             Use the direct connection or the session pooler (port 5432) for one point in time and --jobs",
+        );
+        None
+    } else {
+        match handle.block_on(coordinator.query_one("SELECT pg_export_snapshot()", &[])) {
+            Ok(row) => Some(row.get::<_, String>(0)),
+            Err(e) => {
+                observer.warn(&format!(
+                    "cannot export a snapshot ({}); dumping through one transaction instead",
+                    super::error::pg_message(&e)
+                ));
+                handle
+                    .block_on(coordinator.batch_execute("ROLLBACK; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+                    .map_err(SupabaseError::db)?;
+                None
+            }
+        }
+    };
+
+    let (user_schemas, platform_schemas) = handle.block_on(catalog::schemas(&coordinator))?;
+    let extensions = handle.block_on(catalog::extensions(&coordinator))?;
+    let all_tables = handle.block_on(catalog::data_tables(&coordinator))?;
+    let matviews = handle.block_on(catalog::materialized_views(&coordinator))?;
+    let platform_user_objects = handle.block_on(catalog::platform_user_objects(&coordinator))?;
+    let login_roles = handle.block_on(catalog::user_login_roles(&coordinator))?;
+    let (closed_schemas, closed_tables) = handle.block_on(catalog::unreadable_platform_objects(&coordinator))?;
+    let platform_dumped: Vec<String> =
+        platform_schemas.iter().filter(|s| !closed_schemas.contains(s)).cloned().collect();
+    for s in &closed_schemas {
+        observer
+            .warn(&format!("platform schema {s} is not readable by {}; its definitions are not captured", info.user));
+    }
+
+    let mut excluded = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut tables = Vec::new();
+    for t in all_tables {
+        if opts.exclude_tables.iter().any(|x| x == &t.display()) {
+            excluded.push(t.display());
+        } else if !t.readable {
+            unreadable.push(t.display());
+        } else {
+            tables.push(t);
+        }
+    }
+    for x in &opts.exclude_tables {
+        if !excluded.contains(x) {
+            return Err(SupabaseError::Config(format!("--exclude-table {x}: no such table with data to back up")));
+        }
+    }
+    for t in &unreadable {
+        observer.warn(&format!("table {t} is not readable by {} and is left out", info.user));
+    }
+    // Hold every table against DROP/ALTER while the streams run, as pg_dump does.
+    if !tables.is_empty() {
+        let list: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
+        handle
+            .block_on(coordinator.batch_execute(&format!(
+                "SET LOCAL lock_timeout = '60s'; LOCK TABLE {} IN ACCESS SHARE MODE",
+                list.join(", ")
+            )))
+            .map_err(SupabaseError::db)?;
+    }
+
+    let mut tasks: VecDeque<Task> = VecDeque::new();
+    // Largest work first would be ideal; the catalog order is stable and good enough.
+    tasks.extend([Task::Roles, Task::Schema, Task::PlatformSchema]);
+    tasks.extend(tables.iter().cloned().map(Task::Table));
+    tasks.extend([Task::Sequences, Task::LargeObjects, Task::MatViews]);
+
+    let shared = Shared {
+        handle: handle.clone(),
+        target,
+        saver,
+        pg_dump: pg_dump.clone(),
+        pg_dumpall,
+        info: info.clone(),
+        snapshot: snapshot.clone(),
+        all_platform_schemas: platform_schemas.clone(),
+        platform_schemas: platform_dumped,
+        closed_tables: closed_tables.clone(),
+        matviews: matviews.iter().map(|(s, n)| format!("{}.{}", quote_ident(s), quote_ident(n))).collect(),
+        observer,
+        failed: AtomicBool::new(false),
+        rows: Mutex::new(Vec::new()),
+        large_objects: AtomicU64::new(0),
+        sequences: AtomicU64::new(0),
+    };
+    let jobs = if snapshot.is_some() { opts.jobs.max(1) } else { 1 };
+    let queue = Mutex::new(tasks);
+    let results: Mutex<Vec<DbStream>> = Mutex::new(Vec::new());
+    let first_error: Mutex<Option<SupabaseError>> = Mutex::new(None);
+    // Without an exported snapshot the single worker uses the coordinator's
+    // transaction, so all table data still comes from one point in time.
+    let coordinator = Mutex::new(Some(coordinator));
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                let client = match &shared.snapshot {
+                    Some(id) => worker_connection(&shared, id),
+                    None => Ok(coordinator.lock().unwrap_or_else(|p| p.into_inner()).take().expect("one worker")),
+                };
+                let run = |client: &Client| -> SupabaseResult<()> {
+                    loop {
+                        if shared.failed.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        let Some(task) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                            return Ok(());
+                        };
+                        let stream = run_task(&shared, client, task)?;
+                        results.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
+                    }
+                };
+                if let Err(e) = client.and_then(|c| run(&c)) {
+                    shared.failed.store(true, Ordering::Relaxed);
+                    first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    // The coordinator's transaction (and its locks) ends here.
+    drop(coordinator);
+
+    let mut streams = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    streams.sort_by(|a, b| a.path.cmp(&b.path));
+    let rows = shared.rows.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut table_manifests: Vec<TableManifest> = tables
+        .iter()
+        .map(|t| {
+            let path = table_path(t).join("/");
+            let (r, b) = rows.iter().find(|(p, _, _)| *p == path).map(|(_, r, b)| (*r, *b)).unwrap_or((0, 0));
+            TableManifest {
+                schema: t.schema.clone(),
+                name: t.name.clone(),
+                path,
+                rows: r,
+                bytes: b,
+                columns: t.columns.clone(),
+                partition_of: t.partition_of.clone(),
+            }
+        })
+        .collect();
+    table_manifests.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+    let manifest = DbManifest {
+        server_version: info.version.clone(),
+        server_version_num: info.version_num,
+        pg_dump_version: pg_dump.version.clone(),
+        database: info.database.clone(),
+        connection: target.display(),
+        user: info.user.clone(),
+        consistent: snapshot.is_some(),
+        role_passwords: info.can_read_passwords,
+        login_roles_without_password: if info.can_read_passwords { Vec::new() } else { login_roles },
+        extensions,
+        user_schemas,
+        platform_schemas,
+        tables: table_manifests,
+        excluded_tables: excluded,
+        unreadable_tables: unreadable,
+        unreadable_platform_objects: closed_schemas
+            .iter()
+            .cloned()
+            .chain(closed_tables.iter().map(|(s, n)| format!("{s}.{n}")))
+            .collect(),
+        sequences: shared.sequences.load(Ordering::Relaxed) as usize,
+        large_objects: shared.large_objects.load(Ordering::Relaxed) as usize,
+        materialized_views: matviews.iter().map(|(s, n)| format!("{s}.{n}")).collect(),
+        platform_user_objects,
+        streams: streams.iter().map(|s| s.path.join("/")).collect(),
+    };
+    Ok((streams, manifest))
+}
+
+fn worker_connection(shared: &Shared, snapshot: &str) -> SupabaseResult<Client> {
+    let client = shared.handle.block_on(shared.target.connect())?;
+    shared
+        .handle
+        .block_on(client.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(snapshot)
+        )))
+        .map_err(|e| {
+            SupabaseError::Database(format!(
+                "cannot share the backup's snapshot with another connection ({}); \
+                 a transaction pooler does this: use the direct connection or the session pooler",
+                super::error::pg_message(&e)
+            ))
+        })?;
+    Ok(client)
+}
+
+/// Path components of a table's stream. Names are escaped so that any
+/// table name (even "..", or one with a slash) is one safe file name.
+pub fn table_path(t: &Table) -> Vec<String> {
+    vec!["db".into(), "data".into(), escape_component(&t.schema), format!("{}.sql", escape_component(&t.name))]
+}
+
+pub fn escape_component(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, c) in name.chars().enumerate() {
+        match c {
+            '/' | '%' | '\0' => out.push_str(&format!("%{:02X}", c as u32)),
+            '.' if i == 0 => out.push_str("%2E"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn run_task(shared: &Shared, client: &Client, task: Task) -> SupabaseResult<DbStream> {
+    let (path, content) = match task {
+        Task::Roles => {
+            let mut cmd = pgtools::command(&shared.pg_dumpall, shared.target);
+            cmd.args(["--roles-only", "--quote-all-identifiers", "--no-comments", "-l", &shared.info.database]);
+            if !shared.info.can_read_passwords {
+                cmd.arg("--no-role-passwords");
+            }
+            (vec!["db", "roles.sql"], save_child(shared, cmd, "pg_dumpall --roles-only")?)
+        }
+        Task::Schema => {
+            let mut cmd = pgtools::command(&shared.pg_dump, shared.target);
+            cmd.args(["--schema-only", "--quote-all-identifiers"]);
+            if let Some(s) = &shared.snapshot {
+                cmd.arg(format!("--snapshot={s}"));
+            }
+            for p in &shared.all_platform_schemas {
+                cmd.arg(format!("--exclude-schema={}", quote_ident(p)));
+            }
+            (vec!["db", "schema.sql"], save_child(shared, cmd, "pg_dump --schema-only")?)
+        }
+        Task::PlatformSchema => {
+            let mut cmd = pgtools::command(&shared.pg_dump, shared.target);
+            cmd.args(["--schema-only", "--quote-all-identifiers"]);
+            if let Some(s) = &shared.snapshot {
+                cmd.arg(format!("--snapshot={s}"));
+            }
+            for p in &shared.platform_schemas {
+                cmd.arg(format!("--schema={}", quote_ident(p)));
+            }
+            for (s, n) in &shared.closed_tables {
+                cmd.arg(format!("--exclude-table={}.{}", quote_ident(s), quote_ident(n)));
+            }
+            if shared.platform_schemas.is_empty() {
+                (vec!["db", "platform_schema.sql"], save_bytes(shared, "platform_schema.sql", Vec::new())?)
+            } else {
+                (vec!["db", "platform_schema.sql"], save_child(shared, cmd, "pg_dump of the platform schemas")?)
+            }
+        }
+        Task::Table(t) => {
+            let path = table_path(&t);
+            let label = t.display();
+            shared.observer.stream_started(&label);
+            let content = copy_table(shared, client, &t)?;
+            return Ok(DbStream { path, content });
+        }
+        Task::Sequences => {
+            let seqs = shared.handle.block_on(catalog::sequence_values(client))?;
+            shared.sequences.store(seqs.len() as u64, Ordering::Relaxed);
+            let mut sql = String::new();
+            for (s, n, v, called) in seqs {
+                let name = quote_literal(&format!("{}.{}", quote_ident(&s), quote_ident(&n)));
+                sql.push_str(&format!("SELECT pg_catalog.setval({name}, {v}, {called});\n"));
+            }
+            (vec!["db", "sequences.sql"], save_bytes(shared, "sequences.sql", sql.into_bytes())?)
+        }
+        Task::LargeObjects => (vec!["db", "large_objects.sql"], large_objects(shared, client)?),
+        Task::MatViews => {
+            let sql: String = shared.matviews.iter().map(|m| format!("REFRESH MATERIALIZED VIEW {m};\n")).collect();
+            (vec!["db", "matviews.sql"], save_bytes(shared, "matviews.sql", sql.into_bytes())?)
+        }
+    };
+    Ok(DbStream { path: path.into_iter().map(String::from).collect(), content })
+}
+
+fn save_bytes(shared: &Shared, label: &str, bytes: Vec<u8>) -> SupabaseResult<Content> {
+    let c = shared.saver.save(&bytes[..], "default", label, false)?;
+    shared.observer.stream_done(label, c.size);
+    Ok(c)
+}
+
+fn save_child(shared: &Shared, cmd: std::process::Command, label: &str) -> SupabaseResult<Content> {
+    shared.observer.stream_started(label);
+    let (mut child, stdout) = ChildStream::spawn(cmd, label)?;
+    let saved = shared.saver.save(RestrictFilter::new(stdout), "default", label, false);
+    if saved.is_err() {
+        child.kill();
+    }
+    let finished = child.finish();
+    let content = saved?;
+    finished?;
+    shared.observer.stream_done(label, content.size);
+    Ok(content)
+}
+
+fn copy_table(shared: &Shared, client: &Client, t: &Table) -> SupabaseResult<Content> {
+    let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(c)).collect();
+    let select = format!(
+        "SELECT {} FROM ONLY {}{}{}",
+        if cols.is_empty() { "*".to_string() } else { cols.join(", ") },
+        t.qualified(),
+        t.filter.as_ref().map(|f| format!(" {f}")).unwrap_or_default(),
+        if t.order_by.is_empty() {
+            String::new()
+        } else {
+            format!(" ORDER BY {}", t.order_by.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "))
+        }
+    );
+    let stream = shared
+        .handle
+        .block_on(client.copy_out(&format!("COPY ({select}) TO STDOUT")))
+        .map_err(|e| SupabaseError::Database(format!("reading {}: {}", t.display(), super::error::pg_message(&e))))?;
+    let header = format!("COPY {} ({}) FROM stdin;\n", t.qualified(), cols.join(", "));
+    let mut reader = CopyReader {
+        handle: &shared.handle,
+        stream: Box::pin(stream),
+        pending: Bytes::from(header.into_bytes()),
+        state: CopyState::Header,
+        rows: 0,
+        error: None,
+    };
+    let label = t.display();
+    let content = shared.saver.save(&mut reader, "small", &label, false);
+    if let Some(e) = reader.error.take() {
+        return Err(SupabaseError::Database(format!("reading {label}: {}", super::error::one_line(&e))));
+    }
+    let content = content?;
+    let path = table_path(t).join("/");
+    shared.rows.lock().unwrap_or_else(|p| p.into_inner()).push((path, reader.rows, content.size));
+    shared.observer.stream_done(&label, content.size);
+    Ok(content)
+}
+
+#[derive(PartialEq)]
+enum CopyState {
+    Header,
+    Rows,
+    Trailer,
+    Done,
+}
+
+/// COPY output as one `COPY … FROM stdin;` block: header, rows, `\.`.
+struct CopyReader<'a> {
+    handle: &'a Handle,
+    stream: Pin<Box<CopyOutStream>>,
+    pending: Bytes,
+    state: CopyState,
+    rows: u64,
+    error: Option<String>,
+}
+
+impl Read for CopyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = buf.len().min(self.pending.len());
+                buf[..n].copy_from_slice(&self.pending[..n]);
+                let _ = self.pending.split_to(n);
+                return Ok(n);
+            }
+            match self.state {
+                CopyState::Header => self.state = CopyState::Rows,
+                CopyState::Rows => match self.handle.block_on(self.stream.next()) {
+                    Some(Ok(bytes)) => {
+                        // Text COPY escapes newlines inside values: one '\n' per row.
+                        self.rows += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+                        self.pending = bytes;
+                    }
+                    Some(Err(e)) => {
+                        self.error = Some(super::error::pg_message(&e));
+                        return Err(std::io::Error::other("COPY failed"));
+                    }
+                    None => {
+                        self.state = CopyState::Trailer;
+                        self.pending = Bytes::from_static(b"\\.\n");
+                    }
+                },
+                CopyState::Trailer => self.state = CopyState::Done,
+                CopyState::Done => return Ok(0),
+            }
+        }
+    }
+}
+
+/// Large objects as SQL: create with owner, contents in 1 MiB pieces,
+/// privileges. A per-table dump would silently leave them out.
+fn large_objects(shared: &Shared, client: &Client) -> SupabaseResult<Content> {
+    let los = shared.handle.block_on(catalog::large_objects(client))?;
+    shared.large_objects.store(los.len() as u64, Ordering::Relaxed);
+    let reader =
+        LargeObjectReader { shared, client, los: los.into(), current: None, pending: Vec::new(), pos: 0, error: None };
+    let mut reader = reader;
+    let content = shared.saver.save(&mut reader, "default", "large objects", false);
+    if let Some(e) = reader.error.take() {
+        return Err(e);
+    }
+    let content = content?;
+    shared.observer.stream_done("large objects", content.size);
+    Ok(content)
+}
+
+const LO_PIECE: i64 = 1 << 20;
+
+struct LargeObjectReader<'a> {
+    shared: &'a Shared<'a>,
+    client: &'a Client,
+    los: VecDeque<(i64, String)>,
+    /// The object being read and the offset reached.
+    current: Option<(i64, i64)>,
+    pending: Vec<u8>,
+    pos: usize,
+    error: Option<SupabaseError>,
+}
+
+impl LargeObjectReader<'_> {
+    fn refill(&mut self) -> SupabaseResult<bool> {
+        self.pending.clear();
+        self.pos = 0;
+        let q = |sql: &str, oid: i64| {
+            self.shared.handle.block_on(self.client.query_one(sql, &[&oid])).map_err(SupabaseError::db)
+        };
+        if let Some((oid, offset)) = self.current {
+            let row = self
+                .shared
+                .handle
+                .block_on(
+                    self.client
+                        .query_one("SELECT lo_get($1::int8::oid, $2, $3::int4)", &[&oid, &offset, &(LO_PIECE as i32)]),
+                )
+                .map_err(SupabaseError::db)?;
+            let piece: Vec<u8> = row.get(0);
+            if piece.is_empty() {
+                self.current = None;
+                // Privileges last: a restricted object is still writable while loading.
+                let acl = q(
+                    "SELECT coalesce(string_agg(format('GRANT %s ON LARGE OBJECT %s TO %s;', a.privilege_type, $1::int8,
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END), E'\\n'), '')
+                     FROM pg_largeobject_metadata m, aclexplode(m.lomacl) a WHERE m.oid = $1::int8::oid",
+                    oid,
+                )?;
+                let acl: String = acl.get(0);
+                if !acl.is_empty() {
+                    self.pending.extend_from_slice(acl.as_bytes());
+                    self.pending.push(b'\n');
+                }
+                return Ok(true);
+            }
+            self.pending.extend_from_slice(format!("SELECT pg_catalog.lo_put({oid}, {offset}, '\\x").as_bytes());
+            self.pending.extend_from_slice(hex::encode(&piece).as_bytes());
+            self.pending.extend_from_slice(b"');\n");
+            self.current = Some((oid, offset + piece.len() as i64));
+            return Ok(true);
+        }
+        let Some((oid, owner)) = self.los.pop_front() else { return Ok(false) };
+        self.pending.extend_from_slice(
+            format!(
+                "SELECT pg_catalog.lo_create({oid});\nALTER LARGE OBJECT {oid} OWNER TO {};\n",
+                quote_ident(&owner)
+            )
+            .as_bytes(),
+        );
+        self.current = Some((oid, 0));
+        Ok(true)
+    }
+}
+
+impl Read for LargeObjectReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.pending.len() {
+            match self.refill() {
+                Ok(true) => {}
+                Ok(false) => return Ok(0),
+                Err(e) => {
+                    self.error = Some(e);
+                    return Err(std::io::Error::other("reading large objects failed"));
+                }
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.pos);
+        buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

@@ -1,0 +1,15 @@
+//! Backing up a Supabase project: its Postgres database and its Storage
+//! objects, captured as streams and handed to the repository engine's
+//! content API. Knows nothing of packs, indexes or encryption.
+
+pub mod backup;
+pub mod catalog;
+pub mod dbdump;
+pub mod error;
+pub mod pgconn;
+pub mod pgtools;
+pub mod platform;
+pub mod project;
+pub mod settings;
+
+pub use error::{SupabaseError, SupabaseResult};
