@@ -9,3 +9,4 @@
 pub mod cli;
 pub mod repo;
 pub mod supabase;
+pub mod testing;

@@ -34,6 +34,12 @@ pub enum Command {
     Create(Box<CreateArgs>),
     /// List snapshots, oldest first
     Snapshots,
+    /// Print a snapshot's manifest (time, source, summary, and what an
+    /// application recorded, e.g. tables and buckets)
+    Show {
+        /// Snapshot id (unique prefix of 6+ hex digits) or `latest`
+        snapshot: String,
+    },
     /// List the files of a snapshot
     Ls {
         /// Snapshot id (unique prefix of 6+ hex digits) or `latest`
@@ -120,6 +126,13 @@ pub struct CreateArgs {
     /// Database connections streaming tables in parallel
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
+    /// Storage objects downloaded at once
+    #[arg(long, default_value_t = 8)]
+    pub storage_concurrency: usize,
+    /// Keep a snapshot when some objects cannot be read (they are listed in
+    /// it) and exit with code 3 instead of failing
+    #[arg(long)]
+    pub allow_partial: bool,
 }
 
 /// Where the Supabase project is (secrets come only from the environment,

@@ -151,6 +151,7 @@ fn run(cli: &Cli, out: Output) -> CliResult {
         Command::Init(a) => cmd_init(&ctx, a),
         Command::Create(a) => cmd_create(&ctx, a),
         Command::Snapshots => cmd_snapshots(&ctx),
+        Command::Show { snapshot } => cmd_show(&ctx, snapshot),
         Command::Ls { snapshot, path } => cmd_ls(&ctx, snapshot, path.as_deref()),
         Command::Diff { first, second } => cmd_diff(&ctx, first, second),
         Command::Stats => cmd_stats(&ctx),
@@ -323,6 +324,19 @@ fn cmd_snapshots(ctx: &Context) -> CliResult {
         println!("{} snapshot(s)", snaps.len());
     }
     Ok(if bad.is_empty() { exit::OK } else { exit::INTEGRITY })
+}
+
+fn cmd_show(ctx: &Context, spec: &str) -> CliResult {
+    let repo = ctx.open()?;
+    let (id, snap) = repo.find_snapshot(spec)?;
+    let mut v = serde_json::to_value(&snap).expect("snapshot serialises");
+    v["id"] = json!(id);
+    if ctx.out.json {
+        ctx.out.json(&v);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    }
+    Ok(exit::OK)
 }
 
 fn cmd_ls(ctx: &Context, spec: &str, path: Option<&str>) -> CliResult {

@@ -66,6 +66,9 @@ pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
         &project,
         &BackupOptions {
             parts,
+            storage_concurrency: a.storage_concurrency.max(1),
+            allow_partial: a.allow_partial,
+            repository_location: ctx.cli.repo.clone().unwrap_or_default(),
             jobs: a.jobs.max(1),
             exclude_tables: a.exclude_tables.clone(),
             exclude_buckets: a.exclude_buckets.clone(),
@@ -83,13 +86,25 @@ pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
         .as_ref()
         .map(|d| (d.tables.len() as u64, d.tables.iter().map(|t| t.rows).sum::<u64>()))
         .unwrap_or((0, 0));
+    let st = report.storage.as_ref();
+    let objects = st.map(|m| m.objects_downloaded + m.objects_reused).unwrap_or(0);
+    let missing = st.map(|m| m.missing.len()).unwrap_or(0);
     if ctx.out.json {
         ctx.out.json(&json!({
             "snapshot_id": report.id,
             "time": report.snapshot.time,
             "source": report.snapshot.source,
+            "parts": report.snapshot.extra["parts"],
             "tables": tables,
             "rows": rows,
+            "buckets": st.map(|m| m.buckets.len()).unwrap_or(0),
+            "objects": objects,
+            "objects_downloaded": st.map(|m| m.objects_downloaded).unwrap_or(0),
+            "bytes_downloaded": st.map(|m| m.bytes_downloaded).unwrap_or(0),
+            "objects_reused": st.map(|m| m.objects_reused).unwrap_or(0),
+            "objects_missing": missing,
+            "objects_deleted_during_backup": st.map(|m| m.deleted_during_backup.len()).unwrap_or(0),
+            "storage_retries": st.map(|m| m.retries).unwrap_or(0),
             "files": s.files,
             "bytes_read": s.bytes_read,
             "bytes_added": s.bytes_added,
@@ -100,14 +115,20 @@ pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
         }));
     } else if !ctx.out.quiet {
         println!(
-            "snapshot {} saved: {} tables, {} rows, {} read, {} added in {:.2}s",
+            "snapshot {} saved: {} tables, {} rows, {} objects ({} downloaded), {} read, {} added in {:.2}s",
             report.id.short(),
             tables,
             rows,
+            objects,
+            st.map(|m| m.objects_downloaded).unwrap_or(0),
             bytes(s.bytes_read),
             bytes(s.bytes_added),
             s.duration_s
         );
+    }
+    if missing > 0 {
+        eprintln!("snap: {missing} objects could not be read; the snapshot lists them as missing");
+        return Ok(exit::PARTIAL);
     }
     Ok(exit::OK)
 }

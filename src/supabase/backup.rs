@@ -9,15 +9,26 @@ use serde_json::json;
 use super::dbdump::{self, DbManifest, DbObserver, DbOptions};
 use super::error::{SupabaseError, SupabaseResult};
 use super::project::{Parts, Project};
+use super::storage_api::StorageClient;
+use super::storage_backup::{
+    self, repository_bucket, PreviousObject, PreviousObjects, StorageEntry, StorageManifest, StorageObserver,
+    StorageOptions,
+};
 use crate::repo::archiver::{SnapshotMeta, SnapshotWriter};
 use crate::repo::format::snapshot::{Snapshot, Source};
 use crate::repo::format::tree::Node;
+use crate::repo::format::tree::NodeKind;
 use crate::repo::id::Id;
+use crate::repo::ops::walk;
 use crate::repo::repository::Repository;
 use crate::repo::saver::Progress;
 
 pub struct BackupOptions {
     pub parts: Parts,
+    pub storage_concurrency: usize,
+    pub allow_partial: bool,
+    /// Where the repository is, to skip its bucket if it lives in the project.
+    pub repository_location: String,
     pub jobs: usize,
     pub exclude_tables: Vec<String>,
     pub exclude_buckets: Vec<String>,
@@ -30,6 +41,7 @@ pub struct BackupReport {
     pub id: Id,
     pub snapshot: Snapshot,
     pub db: Option<DbManifest>,
+    pub storage: Option<StorageManifest>,
     pub warnings: Vec<String>,
 }
 
@@ -52,6 +64,37 @@ impl DbObserver for Observer<'_> {
     }
 }
 
+impl StorageObserver for Observer<'_> {
+    fn warn(&self, message: &str) {
+        DbObserver::warn(self, message)
+    }
+}
+
+/// Objects of the newest earlier snapshot of this project that holds
+/// Storage, for incremental backups.
+fn previous_objects(repo: &Repository, identity: &str) -> SupabaseResult<PreviousObjects> {
+    let (snapshots, _) = repo.list_snapshots()?;
+    let prev = snapshots.iter().rev().find(|(_, s)| {
+        matches!(&s.source, Source::Project { url } if url == identity)
+            && s.extra["parts"].as_array().is_some_and(|p| p.iter().any(|x| x == "storage"))
+    });
+    let mut map = PreviousObjects::new();
+    let Some((_, snap)) = prev else { return Ok(map) };
+    walk::visit(repo, &snap.tree, &mut Vec::new(), &mut |path, node| {
+        if path.len() == 1 {
+            return Ok(path[0] == b"storage");
+        }
+        if node.kind == NodeKind::File {
+            let attr = |k: &str| node.attrs.get(k).and_then(|v| v.as_str()).map(String::from);
+            if let (Some(b), Some(n)) = (attr("bucket"), attr("name")) {
+                map.insert((b, n), PreviousObject { node: node.clone() });
+            }
+        }
+        Ok(true)
+    })?;
+    Ok(map)
+}
+
 pub fn backup_project(
     repo: Arc<Repository>,
     progress: Arc<Progress>,
@@ -59,11 +102,6 @@ pub fn backup_project(
     opts: &BackupOptions,
     observer: &dyn DbObserver,
 ) -> SupabaseResult<BackupReport> {
-    if opts.parts.storage() && project.storage.is_some() {
-        return Err(SupabaseError::Config(
-            "Storage backup is not available in this build yet; back up the database with --only db".into(),
-        ));
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -73,7 +111,7 @@ pub fn backup_project(
     let started = Utc::now();
     let mtime_ns = started.timestamp_nanos_opt().unwrap_or(0);
 
-    let mut writer = SnapshotWriter::new(repo, progress)?;
+    let mut writer = SnapshotWriter::new(repo.clone(), progress)?;
     let mut db_manifest = None;
     if let Some(db) = project.db.as_ref().filter(|_| opts.parts.db()) {
         let saver = writer.content_saver();
@@ -98,13 +136,56 @@ pub fn backup_project(
         db_manifest = Some(manifest);
     }
 
-    let parts: Vec<&str> = [db_manifest.as_ref().map(|_| "db")].into_iter().flatten().collect();
+    let mut storage_manifest = None;
+    if let Some(st) = project.storage.as_ref().filter(|_| opts.parts.storage()) {
+        let client = StorageClient::new(&st.url, &st.service_key).map_err(|e| SupabaseError::Storage(e.to_string()))?;
+        let previous = previous_objects(&repo, &project.identity())?;
+        let saver = writer.content_saver();
+        let sopts = StorageOptions {
+            concurrency: opts.storage_concurrency,
+            exclude_buckets: opts.exclude_buckets.clone(),
+            allow_partial: opts.allow_partial,
+            repository_bucket: repository_bucket(&opts.repository_location, &st.url),
+        };
+        let mut sink = |entry: StorageEntry| -> SupabaseResult<()> {
+            let bytes = |p: &[String]| p.iter().map(|c| c.as_bytes().to_vec()).collect::<Vec<_>>();
+            match entry {
+                StorageEntry::Bucket { path, node } => writer.add_dir(bytes(&path), node)?,
+                StorageEntry::New { path, node, content } => writer.add_content(bytes(&path), node, content)?,
+                StorageEntry::Reused { path, node } => writer.add_existing(bytes(&path), node).map_err(|e| {
+                    SupabaseError::Storage(format!(
+                        "{}: its data from the previous snapshot is no longer in the repository ({e}); run the backup again",
+                        path.join("/")
+                    ))
+                })?,
+            }
+            Ok(())
+        };
+        let manifest = storage_backup::backup_storage(
+            runtime.handle(),
+            &client,
+            &saver,
+            &previous,
+            &sopts,
+            &observer,
+            mtime_ns,
+            &mut sink,
+        )?;
+        drop(saver);
+        storage_manifest = Some(manifest);
+    }
+
+    let parts: Vec<&str> = [db_manifest.as_ref().map(|_| "db"), storage_manifest.as_ref().map(|_| "storage")]
+        .into_iter()
+        .flatten()
+        .collect();
     let extra = json!({
         "kind": "supabase",
         "format": 1,
         "project_url": project.url,
         "parts": parts,
         "database": db_manifest,
+        "storage": storage_manifest,
         "warnings": *observer.warnings.lock().unwrap_or_else(|p| p.into_inner()),
     });
     let meta = SnapshotMeta {
@@ -116,5 +197,5 @@ pub fn backup_project(
     };
     let (id, snapshot) = writer.finish(meta)?;
     let warnings = observer.warnings.into_inner().unwrap_or_else(|p| p.into_inner());
-    Ok(BackupReport { id, snapshot, db: db_manifest, warnings })
+    Ok(BackupReport { id, snapshot, db: db_manifest, storage: storage_manifest, warnings })
 }

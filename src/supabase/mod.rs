@@ -11,5 +11,7 @@ pub mod pgtools;
 pub mod platform;
 pub mod project;
 pub mod settings;
+pub mod storage_api;
+pub mod storage_backup;
 
 pub use error::{SupabaseError, SupabaseResult};

@@ -1,0 +1,442 @@
+//! A client of the Supabase Storage API (the routes in
+//! ../shared/SUPABASE.md), with retries and streaming downloads.
+//!
+//! The real status of a failure is often only in the JSON body (HTTP 400
+//! with `"statusCode": "404"`), so every error is classified from both.
+//! Timeouts, resets, 429 and 5xx are retried with exponential backoff and
+//! full jitter; other failures are permanent. A download cut short resumes
+//! with a Range request from the byte reached, so a multi-GB object is
+//! never fetched twice or held in memory.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RANGE};
+use reqwest::{Client, Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::error::one_line;
+use super::settings::{redact, Secret};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bucket {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub public: bool,
+    /// STANDARD, ANALYTICS or VECTOR; older servers omit it.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub file_size_limit: Option<u64>,
+    #[serde(default)]
+    pub allowed_mime_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+}
+
+/// An object as listed: full name and the metadata the listing carries.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub name: String,
+    pub size: Option<u64>,
+    pub etag: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+/// `GET /object/info`: everything the server keeps about an object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObjectInfo {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub cache_control: Option<String>,
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// User metadata (`x-metadata` at upload).
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub last_modified: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// The object or bucket does not exist (any more).
+    NotFound(String),
+    /// Worth retrying: timeouts, resets, 429, 5xx.
+    Transient(String),
+    /// Not worth retrying: bad key, bad request, unsupported bucket type.
+    Permanent(String),
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::NotFound(m) | ApiError::Transient(m) | ApiError::Permanent(m) => f.write_str(m),
+        }
+    }
+}
+
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { attempts: 6, base: Duration::from_millis(250), max: Duration::from_secs(20) }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter: a random wait up to base·2^attempt, capped.
+    fn delay(&self, attempt: u32) -> Duration {
+        let cap = self.base.saturating_mul(1 << attempt.min(16)).min(self.max);
+        Duration::from_millis(rand::thread_rng().gen_range(0..=cap.as_millis() as u64))
+    }
+}
+
+/// How long a response may stall before the connection is dropped and the
+/// request retried (or the download resumed): `SNAP_HTTP_READ_TIMEOUT`
+/// seconds, default 60.
+fn read_timeout() -> Duration {
+    let secs = std::env::var("SNAP_HTTP_READ_TIMEOUT").ok().and_then(|v| v.parse::<f64>().ok()).filter(|v| *v > 0.0);
+    Duration::from_secs_f64(secs.unwrap_or(60.0))
+}
+
+pub struct StorageClient {
+    http: Client,
+    base: String,
+    retry: RetryPolicy,
+}
+
+/// Percent-encode each segment of an object path, keeping the slashes.
+pub fn encode_path(name: &str) -> String {
+    name.split('/')
+        .map(|seg| {
+            let mut out = String::new();
+            for b in seg.bytes() {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Classify an HTTP answer: the status in the JSON body wins over the
+/// HTTP status, because the server answers 400 for most failures.
+fn classify(status: StatusCode, body: &str, what: &str) -> ApiError {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let body_status = match &v["statusCode"] {
+        Value::String(s) => s.parse::<u16>().ok(),
+        Value::Number(n) => n.as_u64().map(|n| n as u16),
+        _ => None,
+    };
+    let real = body_status.unwrap_or(status.as_u16());
+    let message = v["message"].as_str().or(v["error"].as_str()).map(String::from).unwrap_or_else(|| {
+        let b = one_line(body);
+        b.chars().take(200).collect()
+    });
+    let text = redact(&format!("{what}: HTTP {real}: {message}"));
+    match real {
+        404 => ApiError::NotFound(text),
+        408 | 429 | 500..=599 => ApiError::Transient(text),
+        401 | 403 => {
+            ApiError::Permanent(format!("{text} (is SUPABASE_SERVICE_ROLE_KEY the project's service role key?)"))
+        }
+        _ => ApiError::Permanent(text),
+    }
+}
+
+fn transport(e: reqwest::Error, what: &str) -> ApiError {
+    // reqwest's messages include the URL, which holds no secret; redact anyway.
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    ApiError::Transient(redact(&format!("{what}: {}", one_line(&msg))))
+}
+
+impl StorageClient {
+    pub fn new(base: &str, key: &Secret) -> Result<StorageClient, ApiError> {
+        let mut headers = HeaderMap::new();
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            .map_err(|_| ApiError::Permanent("SUPABASE_SERVICE_ROLE_KEY has characters a header cannot hold".into()))?;
+        auth.set_sensitive(true);
+        let mut apikey = HeaderValue::from_str(key.expose())
+            .map_err(|_| ApiError::Permanent("SUPABASE_SERVICE_ROLE_KEY has characters a header cannot hold".into()))?;
+        apikey.set_sensitive(true);
+        headers.insert(AUTHORIZATION, auth);
+        headers.insert("apikey", apikey);
+        let http = Client::builder()
+            .default_headers(headers)
+            .connect_timeout(Duration::from_secs(20))
+            .read_timeout(read_timeout())
+            .user_agent(concat!("snap/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Permanent(format!("HTTP client: {e}")))?;
+        Ok(StorageClient { http, base: base.trim_end_matches('/').to_string(), retry: RetryPolicy::default() })
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path)
+    }
+
+    /// Send with retries; returns the body text of a success.
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>, what: &str) -> Result<String, ApiError> {
+        let mut attempt = 0;
+        loop {
+            let mut req = self.http.request(method.clone(), self.url(path));
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let result = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    match resp.text().await {
+                        Ok(text) if status.is_success() => {
+                            // Some gateways answer 200 with an error body.
+                            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                            if v.get("statusCode").is_some() && v.get("error").is_some() && !v.is_array() {
+                                Err(classify(status, &text, what))
+                            } else {
+                                Ok(text)
+                            }
+                        }
+                        Ok(text) => Err(classify(status, &text, what)),
+                        Err(e) => Err(transport(e, what)),
+                    }
+                }
+                Err(e) => Err(transport(e, what)),
+            };
+            match result {
+                Err(ApiError::Transient(m)) if attempt + 1 < self.retry.attempts => {
+                    tracing_retry(&m);
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn list_buckets(&self) -> Result<Vec<Bucket>, ApiError> {
+        let text = self.call(Method::GET, "bucket", None, "listing buckets").await?;
+        serde_json::from_str(&text).map_err(|e| ApiError::Permanent(format!("listing buckets: unexpected answer: {e}")))
+    }
+
+    /// Every object of a bucket, by list-v2's cursor; list v1 (recursive,
+    /// by offset) where the server has no list-v2.
+    pub async fn list_objects(&self, bucket: &str) -> Result<Vec<Listed>, ApiError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        let what = format!("listing bucket {bucket}");
+        loop {
+            let mut body = json!({"prefix": "", "limit": 1000, "with_delimiter": false});
+            if let Some(c) = &cursor {
+                body["cursor"] = json!(c);
+            }
+            let text = match self
+                .call(Method::POST, &format!("object/list-v2/{}", encode_path(bucket)), Some(&body), &what)
+                .await
+            {
+                Ok(t) => t,
+                // An older server without list-v2: Fastify's "Route … not found".
+                Err(ApiError::NotFound(m)) if m.contains("Route ") && cursor.is_none() => {
+                    return self.list_objects_v1(bucket, "").await;
+                }
+                Err(e) => return Err(e),
+            };
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| ApiError::Permanent(format!("{what}: unexpected answer: {e}")))?;
+            for o in v["objects"].as_array().into_iter().flatten() {
+                if let Some(l) = listed(o, "") {
+                    out.push(l);
+                }
+            }
+            let next = v["nextCursor"].as_str().map(String::from);
+            if !v["hasNext"].as_bool().unwrap_or(false) || next.is_none() || next == cursor {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    /// List v1 walks one folder level at a time, by offset.
+    fn list_objects_v1<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Listed>, ApiError>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            let mut offset = 0;
+            let what = format!("listing bucket {bucket}");
+            loop {
+                let body = json!({"prefix": prefix, "limit": 1000, "offset": offset,
+                                  "sortBy": {"column": "name", "order": "asc"}});
+                let text = self
+                    .call(Method::POST, &format!("object/list/{}", encode_path(bucket)), Some(&body), &what)
+                    .await?;
+                let rows: Vec<Value> = serde_json::from_str(&text)
+                    .map_err(|e| ApiError::Permanent(format!("{what}: unexpected answer: {e}")))?;
+                let n = rows.len();
+                for r in &rows {
+                    let Some(name) = r["name"].as_str() else { continue };
+                    if r["id"].is_null() {
+                        let sub = format!("{prefix}{name}/");
+                        out.extend(self.list_objects_v1(bucket, &sub).await?);
+                    } else if let Some(l) = listed(r, prefix) {
+                        out.push(l);
+                    }
+                }
+                if n < 1000 {
+                    return Ok(out);
+                }
+                offset += n;
+            }
+        })
+    }
+
+    pub async fn object_info(&self, bucket: &str, name: &str) -> Result<ObjectInfo, ApiError> {
+        let path = format!("object/info/authenticated/{}/{}", encode_path(bucket), encode_path(name));
+        let text = self.call(Method::GET, &path, None, &format!("{bucket}/{name}")).await?;
+        serde_json::from_str(&text).map_err(|e| ApiError::Permanent(format!("{bucket}/{name}: unexpected info: {e}")))
+    }
+
+    /// Start (or resume, from `offset`) a download. The caller pulls the
+    /// body with [`Download::next_chunk`].
+    pub async fn download(&self, bucket: &str, name: &str, offset: u64) -> Result<Download, ApiError> {
+        let what = format!("{bucket}/{name}");
+        let path = format!("object/authenticated/{}/{}", encode_path(bucket), encode_path(name));
+        let mut attempt = 0;
+        loop {
+            let mut req = self.http.get(self.url(&path));
+            if offset > 0 {
+                req = req.header(RANGE, format!("bytes={offset}-"));
+            }
+            let error = match req.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    // A server that ignores Range sends everything again: skip what we have.
+                    let skip = if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT { offset } else { 0 };
+                    return Ok(Download { resp, skip });
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    classify(status, &text, &what)
+                }
+                Err(e) => transport(e, &what),
+            };
+            match error {
+                ApiError::Transient(m) if attempt + 1 < self.retry.attempts => {
+                    tracing_retry(&m);
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                e => return Err(e),
+            }
+        }
+    }
+
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+}
+
+fn tracing_retry(_message: &str) {
+    // Retries are counted by callers; nothing is printed per attempt so
+    // that a flaky network does not flood a cron job's mail.
+}
+
+fn listed(o: &Value, prefix: &str) -> Option<Listed> {
+    let name = o["name"].as_str()?;
+    let meta = &o["metadata"];
+    Some(Listed {
+        name: format!("{prefix}{name}"),
+        size: meta["size"].as_u64().or(meta["contentLength"].as_u64()),
+        etag: meta["eTag"].as_str().map(|e| e.trim_matches('"').to_string()),
+        updated_at: o["updated_at"].as_str().map(String::from),
+    })
+}
+
+pub struct Download {
+    resp: reqwest::Response,
+    skip: u64,
+}
+
+impl Download {
+    /// The next piece of the body; `Ok(None)` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
+        loop {
+            match self.resp.chunk().await {
+                Ok(Some(mut b)) => {
+                    if self.skip > 0 {
+                        let n = (self.skip as usize).min(b.len());
+                        self.skip -= n as u64;
+                        let _ = b.split_to(n);
+                        if b.is_empty() {
+                            continue;
+                        }
+                    }
+                    return Ok(Some(b));
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(transport(e, "download interrupted")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_by_body_status() {
+        let e = classify(
+            StatusCode::BAD_REQUEST,
+            r#"{"statusCode":"404","error":"not_found","message":"Object not found"}"#,
+            "x",
+        );
+        assert!(matches!(e, ApiError::NotFound(_)));
+        let e = classify(StatusCode::BAD_REQUEST, r#"{"statusCode":"503","error":"x","message":"busy"}"#, "x");
+        assert!(matches!(e, ApiError::Transient(_)));
+        let e = classify(
+            StatusCode::BAD_REQUEST,
+            r#"{"statusCode":"403","error":"Unauthorized","message":"invalid signature"}"#,
+            "x",
+        );
+        assert!(matches!(e, ApiError::Permanent(_)));
+        assert!(matches!(classify(StatusCode::TOO_MANY_REQUESTS, "slow down", "x"), ApiError::Transient(_)));
+        assert_eq!(encode_path("a b/c%d/é"), "a%20b/c%25d/%C3%A9");
+    }
+}
