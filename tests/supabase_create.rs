@@ -161,3 +161,107 @@ fn bad_settings_fail_cleanly_without_showing_secrets() {
     assert!(stderr.contains("cannot connect") && !stderr.contains(wrong), "{stderr}");
     assert!(env.snap(&["snapshots", "--json"]).ok().json().as_array().unwrap().is_empty());
 }
+
+#[test]
+fn whole_project_from_an_env_file_in_one_snapshot() {
+    let cluster = Cluster::supabase_like();
+    let storage = common::storage::StorageServer::start("");
+    storage.create_bucket(serde_json::json!({"name": "avatars", "public": true}));
+    storage.upload("avatars", "user1/face.png", &vec![7u8; 200_000], "image/png", None);
+    let env = Env::new();
+    std::fs::write(env.path("key"), format!("{}\n", storage.key)).unwrap();
+    std::fs::write(env.path("dbpw"), "postgres\n").unwrap();
+    std::fs::write(
+        env.path(".env"),
+        format!(
+            "# project settings\nSUPABASE_URL=https://demo-ref.supabase.co\nSUPABASE_DB_URL={}\nPGPASSWORD_FILE={}\n\
+             SUPABASE_STORAGE_URL={}\nSUPABASE_SERVICE_ROLE_KEY_FILE={}\n",
+            cluster.url(),
+            env.path("dbpw").display(),
+            storage.url(),
+            env.path("key").display()
+        ),
+    )
+    .unwrap();
+    let clean = |args: &[&str]| {
+        let mut c = env.command(args);
+        for v in ["SUPABASE_URL", "SUPABASE_DB_URL", "SUPABASE_STORAGE_URL", "SUPABASE_SERVICE_ROLE_KEY", "PGPASSWORD"]
+        {
+            c.env_remove(v);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = clean(&["create", "--json"]);
+    assert_eq!(first["parts"], serde_json::json!(["db", "storage"]));
+    assert_eq!(first["source"]["url"], "https://demo-ref.supabase.co");
+    assert_eq!(first["objects"], 1);
+    assert!(first["tables"].as_u64().unwrap() >= 10);
+    let second = clean(&["create", "--json"]);
+    assert_eq!(second["objects_downloaded"], 0, "{second}");
+    assert!(second["chunks_new"].as_u64().unwrap() <= 3, "{second}");
+    let show = clean(&["show", "latest", "--json"]);
+    let extra = &show["extra"];
+    assert_eq!(extra["project_url"], "https://demo-ref.supabase.co");
+    assert!(extra["database"]["server_version"].as_str().unwrap().starts_with(char::is_numeric));
+    assert!(extra["database"]["extensions"].as_array().unwrap().iter().any(|e| e["name"] == "pgcrypto"));
+    let users = extra["database"]["tables"].as_array().unwrap().iter().find(|t| t["name"] == "users").unwrap().clone();
+    assert_eq!(users["rows"], 50);
+    assert!(users["bytes"].as_u64().unwrap() > 1000);
+    assert_eq!(extra["database"]["login_roles_without_password"], serde_json::json!(["app_reader"]));
+    // Nothing secret in the manifest.
+    let text = show.to_string();
+    assert!(!text.contains(&storage.key) && !text.contains("PGPASSWORD"), "secret in manifest");
+}
+
+#[test]
+fn one_point_in_time_while_writes_continue() {
+    // Two tables written in the same transactions stay equal in the
+    // snapshot although they stream on different connections.
+    let cluster = Cluster::supabase_like();
+    cluster.psql_as(
+        "postgres",
+        "CREATE TABLE public.ledger_a (id bigint PRIMARY KEY, v text); CREATE TABLE public.ledger_b (id bigint PRIMARY KEY, v text);
+         INSERT INTO public.ledger_a SELECT g, repeat('a', 200) FROM generate_series(1, 20000) g;
+         INSERT INTO public.ledger_b SELECT g, repeat('b', 200) FROM generate_series(1, 20000) g;",
+    );
+    let env = Env::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let sock = cluster.dir.path().to_path_buf();
+        let (bin, port) = (cluster.bin.clone(), cluster.port);
+        std::thread::spawn(move || {
+            let mut n = 100_000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sql = format!(
+                    "BEGIN; INSERT INTO public.ledger_a SELECT g, 'x' FROM generate_series({n}, {m}) g;
+                     INSERT INTO public.ledger_b SELECT g, 'y' FROM generate_series({n}, {m}) g; COMMIT;",
+                    m = n + 499
+                );
+                let _ = std::process::Command::new(bin.join("psql"))
+                    .args(["-X", "-q", "-h"])
+                    .arg(&sock)
+                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c", &sql])
+                    .output();
+                n += 500;
+            }
+        })
+    };
+    for _ in 0..3 {
+        project_env(&env, &cluster, "postgres", &["create", "--only", "db", "--jobs", "4"]).ok();
+        let show = env.snap(&["show", "latest", "--json"]).ok().json();
+        let rows = |name: &str| {
+            show["extra"]["database"]["tables"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()["rows"]
+                .as_u64()
+                .unwrap()
+        };
+        assert_eq!(rows("ledger_a"), rows("ledger_b"), "streams from different points in time");
+        assert_eq!(show["extra"]["database"]["consistent"], true);
+        let a = dump(&env, "db/data/public/ledger_a.sql");
+        assert_eq!(a.iter().filter(|&&b| b == b'\n').count() as u64 - 2, rows("ledger_a"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+}

@@ -149,3 +149,47 @@ fn bad_key_and_missing_settings_fail_cleanly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("SUPABASE_URL"));
     assert!(env.snap(&["snapshots", "--json"]).ok().json().as_array().unwrap().is_empty());
 }
+
+#[test]
+fn deleted_objects_are_noted_and_failures_name_the_object() {
+    // A download refused for good fails the backup, naming the object.
+    let server = StorageServer::start("download:403");
+    let objects = seed(&server);
+    let env = Env::new();
+    let r = run(&env, &server, &server.key, &["create", "--only", "storage", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--allow-partial") && r.stderr.contains("403"), "{}", r.stderr);
+    assert!(env.snap(&["snapshots", "--json"]).ok().json().as_array().unwrap().is_empty(), "no snapshot on failure");
+
+    // With --allow-partial the snapshot is kept, lists the object, and the exit code says partial.
+    let server = StorageServer::start("download:403");
+    seed(&server);
+    let r = run(&env, &server, &server.key, &["create", "--only", "storage", "--json", "--allow-partial"]);
+    assert_eq!(r.code, 3, "partial exit code: {}", r.stderr);
+    let out = r.json();
+    assert_eq!(out["objects_missing"], 1, "{out}");
+    assert_eq!(out["objects"], objects.len() - 1);
+    let show = env.snap(&["show", "latest", "--json"]).ok().json();
+    let missing = &show["extra"]["storage"]["missing"];
+    assert_eq!(missing.as_array().unwrap().len(), 1);
+    assert!(missing[0]["object"].as_str().unwrap().contains('/'));
+
+    // An object gone (404) between listing and reading is noted, not a failure.
+    let server = StorageServer::start("info:404");
+    seed(&server);
+    let env = Env::new();
+    let out = run(&env, &server, &server.key, &["create", "--only", "storage", "--json"]).ok().json();
+    assert_eq!(out["objects_deleted_during_backup"], 1, "{out}");
+    assert_eq!(out["objects"], objects.len() - 1);
+}
+
+#[test]
+fn older_servers_without_list_v2_are_listed_with_v1() {
+    let server = StorageServer::start("no-list-v2");
+    let objects = seed(&server);
+    let env = Env::new();
+    let out = run(&env, &server, &server.key, &["create", "--only", "storage", "--json"]).ok().json();
+    assert_eq!(out["objects"], objects.len(), "{out}");
+    let got = env.snap(&["dump", "latest", "storage/docs/reports/2026/q1 summary (final).txt"]).ok().raw_stdout;
+    assert_eq!(got, objects[5].2);
+}

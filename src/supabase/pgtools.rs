@@ -64,24 +64,27 @@ pub fn find_tool(name: &str, server_major: u32) -> SupabaseResult<PgTool> {
             seen.push(PgTool { path, major, version });
         }
     }
-    let fitting = seen.iter().filter(|t| t.major >= server_major).min_by_key(|t| t.major);
-    match fitting {
-        Some(t) => Ok(t.clone()),
-        None => {
-            let found = if seen.is_empty() {
-                "none was found".to_string()
-            } else {
-                format!(
-                    "found only {}",
-                    seen.iter().map(|t| format!("{} {}", t.path.display(), t.version)).collect::<Vec<_>>().join(", ")
-                )
-            };
-            Err(SupabaseError::Tool(format!(
-                "{name} {server_major} or newer is needed for this server ({found}); install postgresql-client-{server_major} \
-                 or set SNAP_PG_BIN to its bin directory"
-            )))
-        }
+    choose(name, &seen, server_major)
+}
+
+/// The same major as the server if present, else the oldest newer one;
+/// otherwise an error that says what to install.
+fn choose(name: &str, seen: &[PgTool], server_major: u32) -> SupabaseResult<PgTool> {
+    if let Some(t) = seen.iter().filter(|t| t.major >= server_major).min_by_key(|t| t.major) {
+        return Ok(t.clone());
     }
+    let found = if seen.is_empty() {
+        "none was found".to_string()
+    } else {
+        format!(
+            "found only {}",
+            seen.iter().map(|t| format!("{} {}", t.path.display(), t.version)).collect::<Vec<_>>().join(", ")
+        )
+    };
+    Err(SupabaseError::Tool(format!(
+        "{name} {server_major} or newer is needed for this server ({found}); install postgresql-client-{server_major} \
+         or set SNAP_PG_BIN to its bin directory"
+    )))
 }
 
 /// A command for `tool` with the target's connection in its environment
@@ -198,6 +201,20 @@ mod tests {
         assert_eq!(parse_version("pg_dump (PostgreSQL) 15.19 (Debian 15.19-0+deb12u1)\n").unwrap().0, 15);
         assert_eq!(parse_version("pg_dump (PostgreSQL) 17.6\n").unwrap(), (17, "17.6".to_string()));
         assert_eq!(parse_version("psql (PostgreSQL) 18beta1").unwrap().0, 18);
+    }
+
+    #[test]
+    fn tool_choice_prefers_the_servers_major_and_refuses_older() {
+        let t = |major: u32| PgTool {
+            path: PathBuf::from(format!("/pg{major}/pg_dump")),
+            major,
+            version: format!("{major}.1"),
+        };
+        assert_eq!(choose("pg_dump", &[t(17), t(15), t(16)], 15).unwrap().major, 15);
+        assert_eq!(choose("pg_dump", &[t(17), t(16)], 15).unwrap().major, 16);
+        let e = choose("pg_dump", &[t(14)], 15).unwrap_err().to_string();
+        assert!(e.contains("pg_dump 15 or newer") && e.contains("14.1") && e.contains("SNAP_PG_BIN"), "{e}");
+        assert!(choose("pg_dump", &[], 17).unwrap_err().to_string().contains("none was found"));
     }
 
     #[test]

@@ -45,12 +45,14 @@ pub struct Project {
 
 impl Project {
     /// The project's identity as recorded in snapshots (and used to find
-    /// earlier snapshots of it): the project URL, else the database.
+    /// earlier snapshots of it): the project URL, else the database, else
+    /// the Storage API.
     pub fn identity(&self) -> String {
-        match (&self.url, &self.db) {
-            (Some(u), _) => u.trim_end_matches('/').to_string(),
-            (None, Some(db)) => format!("postgres://{}", db.display()),
-            (None, None) => String::new(),
+        match (&self.url, &self.db, &self.storage) {
+            (Some(u), _, _) => u.trim_end_matches('/').to_string(),
+            (None, Some(db), _) => format!("postgres://{}", db.display()),
+            (None, None, Some(st)) => st.url.clone(),
+            (None, None, None) => String::new(),
         }
     }
 }

@@ -124,6 +124,7 @@ pub struct StorageClient {
     http: Client,
     base: String,
     retry: RetryPolicy,
+    retries: std::sync::atomic::AtomicU64,
 }
 
 /// Percent-encode each segment of an object path, keeping the slashes.
@@ -198,7 +199,12 @@ impl StorageClient {
             .user_agent(concat!("snap/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ApiError::Permanent(format!("HTTP client: {e}")))?;
-        Ok(StorageClient { http, base: base.trim_end_matches('/').to_string(), retry: RetryPolicy::default() })
+        Ok(StorageClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            retry: RetryPolicy::default(),
+            retries: Default::default(),
+        })
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
@@ -239,7 +245,7 @@ impl StorageClient {
             };
             match result {
                 Err(ApiError::Transient(m)) if attempt + 1 < self.retry.attempts => {
-                    tracing_retry(&m);
+                    self.note_retry(&m);
                     tokio::time::sleep(self.retry.delay(attempt)).await;
                     attempt += 1;
                 }
@@ -269,8 +275,11 @@ impl StorageClient {
                 .await
             {
                 Ok(t) => t,
-                // An older server without list-v2: Fastify's "Route … not found".
-                Err(ApiError::NotFound(m)) if m.contains("Route ") && cursor.is_none() => {
+                // An older server without list-v2 answers 404 ("Route … not
+                // found", or "Bucket not found" from its upload route, which
+                // takes `list-v2` for a bucket name): list with v1, which
+                // says whether the bucket really is missing.
+                Err(ApiError::NotFound(_)) if cursor.is_none() => {
                     return self.list_objects_v1(bucket, "").await;
                 }
                 Err(e) => return Err(e),
@@ -358,7 +367,7 @@ impl StorageClient {
             };
             match error {
                 ApiError::Transient(m) if attempt + 1 < self.retry.attempts => {
-                    tracing_retry(&m);
+                    self.note_retry(&m);
                     tokio::time::sleep(self.retry.delay(attempt)).await;
                     attempt += 1;
                 }
@@ -370,11 +379,16 @@ impl StorageClient {
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
     }
-}
 
-fn tracing_retry(_message: &str) {
-    // Retries are counted by callers; nothing is printed per attempt so
-    // that a flaky network does not flood a cron job's mail.
+    /// Counted, not printed: a flaky network must not flood a cron job's
+    /// mail; the total is reported at the end.
+    pub fn note_retry(&self, _message: &str) {
+        self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 fn listed(o: &Value, prefix: &str) -> Option<Listed> {

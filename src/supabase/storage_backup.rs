@@ -220,6 +220,7 @@ pub fn backup_storage(
         )?;
         manifest.buckets.push(BucketManifest { bucket: Some(bucket), objects: stats.0, bytes: stats.1 });
     }
+    manifest.retries = client.retries();
     Ok(manifest)
 }
 
@@ -247,7 +248,6 @@ fn capture_bucket(
     let stop = AtomicBool::new(false);
     let emitted = Mutex::new(0usize);
     let slots = std::sync::Condvar::new();
-    let retries = std::sync::atomic::AtomicU64::new(0);
     let mut count = 0u64;
     let mut bytes = 0u64;
     let result: SupabaseResult<()> = std::thread::scope(|s| {
@@ -268,7 +268,7 @@ fn capture_bucket(
                     *n - 1
                 };
                 let (_, listed) = &objects[i];
-                let outcome = capture_object(handle, client, saver, previous, &bucket.id, listed, &retries, &stop);
+                let outcome = capture_object(handle, client, saver, previous, &bucket.id, listed, &stop);
                 done.lock().unwrap_or_else(|p| p.into_inner()).insert(i, outcome);
                 ready.notify_all();
             });
@@ -336,7 +336,6 @@ fn capture_bucket(
         }
         res
     });
-    manifest.retries += retries.load(Ordering::Relaxed);
     result?;
     Ok((count, bytes))
 }
@@ -392,7 +391,6 @@ fn capture_object(
     previous: &PreviousObjects,
     bucket: &str,
     listed: &Listed,
-    retries: &std::sync::atomic::AtomicU64,
     stop: &AtomicBool,
 ) -> Outcome {
     let info = match handle.block_on(client.object_info(bucket, &listed.name)) {
@@ -415,7 +413,6 @@ fn capture_object(
         current: None,
         pending: Bytes::new(),
         resumes: 0,
-        retries,
         error: None,
         stop,
     };
@@ -442,7 +439,6 @@ struct DownloadReader<'a> {
     current: Option<Download>,
     pending: Bytes,
     resumes: u32,
-    retries: &'a std::sync::atomic::AtomicU64,
     error: Option<ApiError>,
     stop: &'a AtomicBool,
 }
@@ -483,7 +479,7 @@ impl Read for DownloadReader<'_> {
                 Err(e) => {
                     self.current = None;
                     self.resumes += 1;
-                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    self.client.note_retry(&e.to_string());
                     if self.resumes >= self.client.retry_policy().attempts {
                         self.error = Some(e);
                         return Err(std::io::Error::other("download failed"));

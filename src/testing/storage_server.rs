@@ -6,7 +6,8 @@
 //!
 //! Faults can be injected per route kind to prove clients' retries: a list
 //! of `kind:fault` items consumed in order, e.g.
-//! `download:503,download:reset,list:429,info:500,download:slow`.
+//! `download:503,download:reset,list:429,info:500,download:slow`; the item
+//! `no-list-v2` makes it answer like an older server without list-v2.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Cursor, Read};
@@ -70,6 +71,8 @@ pub struct StorageServer {
     key: String,
     state: Mutex<State>,
     faults: Mutex<HashMap<String, VecDeque<Fault>>>,
+    /// Behave like an older server without the list-v2 route.
+    no_list_v2: bool,
     counter: std::sync::atomic::AtomicU64,
 }
 
@@ -154,7 +157,12 @@ impl StorageServer {
             Err(_) => State::default(),
         };
         let mut map: HashMap<String, VecDeque<Fault>> = HashMap::new();
+        let mut no_list_v2 = false;
         for item in faults.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item == "no-list-v2" {
+                no_list_v2 = true;
+                continue;
+            }
             let (kind, f) = item.split_once(':').ok_or_else(|| std::io::Error::other(format!("bad fault {item}")))?;
             let fault = match f {
                 "reset" => Fault::Reset,
@@ -168,6 +176,7 @@ impl StorageServer {
             key: key.to_string(),
             state: Mutex::new(state),
             faults: Mutex::new(map),
+            no_list_v2,
             counter: Default::default(),
         }))
     }
@@ -275,7 +284,9 @@ impl StorageServer {
                 self.persist(&st);
                 json_response(200, &json!({"message": "Successfully emptied"}))
             }
-            (Method::Post, ["object", "list-v2", bucket]) => self.list_v2(&percent_decode(bucket), &body),
+            (Method::Post, ["object", "list-v2", bucket]) if !self.no_list_v2 => {
+                self.list_v2(&percent_decode(bucket), &body)
+            }
             (Method::Post, ["object", "list", bucket]) => self.list_v1(&percent_decode(bucket), &body),
             (Method::Get, ["object", "info", rest]) => {
                 let rest = rest.strip_prefix("authenticated/").or_else(|| rest.strip_prefix("public/")).unwrap_or(rest);
@@ -431,19 +442,20 @@ impl StorageServer {
             return error(404, "Bucket not found", "Bucket not found");
         }
         let empty = BTreeMap::new();
-        let mut rows: BTreeMap<String, Value> = BTreeMap::new();
+        // Keyed by (name, is_file): a folder "a" and an object "a" are both listed.
+        let mut rows: BTreeMap<(String, bool), Value> = BTreeMap::new();
         for (name, o) in st.objects.get(bucket).unwrap_or(&empty) {
             let Some(rest) = name.strip_prefix(&prefix) else { continue };
             match rest.split_once('/') {
                 Some((folder, _)) => {
-                    rows.entry(folder.to_string()).or_insert_with(|| {
+                    rows.entry((folder.to_string(), false)).or_insert_with(|| {
                         json!({"name": folder, "id": null, "updated_at": null, "created_at": null, "metadata": null})
                     });
                 }
                 None => {
                     let mut e = Self::list_entry(o);
                     e["name"] = json!(rest);
-                    rows.insert(rest.to_string(), e);
+                    rows.insert((rest.to_string(), true), e);
                 }
             }
         }
