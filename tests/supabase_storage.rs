@@ -193,3 +193,28 @@ fn older_servers_without_list_v2_are_listed_with_v1() {
     let got = env.snap(&["dump", "latest", "storage/docs/reports/2026/q1 summary (final).txt"]).ok().raw_stdout;
     assert_eq!(got, objects[5].2);
 }
+
+#[test]
+fn two_backups_of_one_project_do_not_race() {
+    // Slow downloads keep the first backup running while the second starts.
+    let server = StorageServer::start("download:slow,download:slow,download:slow");
+    seed(&server);
+    let env = Env::new();
+    let mut first = env.command(&["create", "--only", "storage"]);
+    first
+        .env("SUPABASE_STORAGE_URL", server.url())
+        .env("SUPABASE_SERVICE_ROLE_KEY", &server.key)
+        .env_remove("SUPABASE_URL")
+        .env_remove("SUPABASE_DB_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut first = first.spawn().unwrap();
+    env.wait_for_file("locks");
+    let r = run(&env, &server, &server.key, &["create", "--only", "storage", "--lock-wait", "0"]);
+    assert_eq!(r.code, 12, "{}", r.stderr);
+    assert!(r.stderr.contains("create of"), "{}", r.stderr);
+    // Waiting instead, it runs once the first is done.
+    run(&env, &server, &server.key, &["create", "--only", "storage", "--lock-wait", "60"]).ok();
+    assert!(first.wait().unwrap().success());
+    assert_eq!(env.snap(&["snapshots", "--json"]).ok().json().as_array().unwrap().len(), 2);
+}

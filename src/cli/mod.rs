@@ -129,8 +129,19 @@ impl Context<'_> {
     }
 
     pub(crate) fn lock(&self, repo: &Repository, kind: LockKind, purpose: &str) -> Result<LockGuard, CliError> {
+        self.lock_scoped(repo, kind, purpose, None)
+    }
+
+    /// A lock that also excludes every other lock of `scope`.
+    pub(crate) fn lock_scoped(
+        &self,
+        repo: &Repository,
+        kind: LockKind,
+        purpose: &str,
+        scope: Option<&str>,
+    ) -> Result<LockGuard, CliError> {
         let out = self.out;
-        Ok(lock::acquire(repo, kind, purpose, Duration::from_secs(self.cli.lock_wait), &mut |msg| {
+        Ok(lock::acquire_scoped(repo, kind, purpose, scope, Duration::from_secs(self.cli.lock_wait), &mut |msg| {
             out.note(&format!("snap: {msg}"))
         })?)
     }

@@ -1,6 +1,7 @@
 //! The Supabase commands of the CLI: settings in, engine and Supabase
 //! calls, a summary out.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -11,6 +12,7 @@ use crate::repo::lock::LockKind;
 use crate::repo::saver::Progress;
 use crate::supabase::backup::{backup_project, BackupOptions};
 use crate::supabase::dbdump::DbObserver;
+use crate::supabase::storage_backup::StorageObserver;
 use crate::supabase::project::{load_project, Parts};
 use crate::supabase::settings::{SettingsSource, UrlFlags};
 use crate::supabase::SupabaseError;
@@ -30,15 +32,39 @@ fn url_flags(p: &args::ProjectArgs) -> UrlFlags {
     UrlFlags { db_url: p.db_url.clone(), supabase_url: p.supabase_url.clone(), storage_url: p.storage_url.clone() }
 }
 
-struct StderrObserver {
+/// Counts for the progress line; warnings go to stderr as they happen.
+#[derive(Default)]
+struct Counters {
     quiet: bool,
+    streams_done: AtomicU64,
+    objects_total: AtomicU64,
+    objects_done: AtomicU64,
+    objects_downloaded: AtomicU64,
 }
 
-impl DbObserver for StderrObserver {
+impl DbObserver for Counters {
+    fn stream_done(&self, _name: &str, _bytes: u64) {
+        self.streams_done.fetch_add(1, Ordering::Relaxed);
+    }
     fn warn(&self, message: &str) {
         if !self.quiet {
             eprintln!("snap: warning: {message}");
         }
+    }
+}
+
+impl StorageObserver for Counters {
+    fn objects_listed(&self, _bucket: &str, count: usize) {
+        self.objects_total.fetch_add(count as u64, Ordering::Relaxed);
+    }
+    fn object_done(&self, _bytes: u64, downloaded: bool) {
+        self.objects_done.fetch_add(1, Ordering::Relaxed);
+        if downloaded {
+            self.objects_downloaded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn warn(&self, message: &str) {
+        DbObserver::warn(self, message)
     }
 }
 
@@ -56,10 +82,29 @@ pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     }
     let time = a.time.as_deref().map(parse_time).transpose()?;
     let repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, LockKind::Shared, "create")?;
+    // Two backups of one project never race; backups of others run alongside.
+    let identity = project.identity();
+    let scope = format!("create {identity}");
+    let _lock = ctx.lock_scoped(&repo, LockKind::Shared, &format!("create of {identity}"), Some(&scope))?;
     let progress = Arc::new(Progress::default());
-    let display = ProgressDisplay::create(ctx.out, progress.clone());
-    let observer = StderrObserver { quiet: ctx.out.quiet };
+    let observer = Arc::new(Counters { quiet: ctx.out.quiet, ..Default::default() });
+    let display = {
+        let (p, c) = (progress.clone(), observer.clone());
+        ProgressDisplay::start(ctx.out, move |elapsed| {
+            let read = Progress::get(&p.bytes_read);
+            let rate = read as f64 / elapsed.as_secs_f64().max(0.001);
+            format!(
+                "db: {} streams | storage: {}/{} objects ({} downloaded) | {} read ({}/s), {} added",
+                c.streams_done.load(Ordering::Relaxed),
+                c.objects_done.load(Ordering::Relaxed),
+                c.objects_total.load(Ordering::Relaxed),
+                c.objects_downloaded.load(Ordering::Relaxed),
+                bytes(read),
+                bytes(rate as u64),
+                bytes(Progress::get(&p.bytes_added)),
+            )
+        })
+    };
     let report = backup_project(
         repo,
         progress,
@@ -76,7 +121,7 @@ pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
             host: a.host.clone(),
             time,
         },
-        &observer,
+        &*observer,
     );
     drop(display);
     let report = report?;

@@ -189,6 +189,8 @@ impl SnapshotWriter {
             }
         }
         node.kind = NodeKind::File;
+        // Counted as processed, as an unchanged file that is read again would be.
+        self.progress.bytes_read.fetch_add(node.size, Ordering::Relaxed);
         self.send(Event::Leaf(path, node, Vec::new()))
     }
 

@@ -60,7 +60,13 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<(String, std::result::Result<
     Ok(out)
 }
 
-fn write_lock(backend: &dyn Backend, key: &MasterKey, kind: LockKind, purpose: &str) -> Result<String> {
+fn write_lock(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    kind: LockKind,
+    purpose: &str,
+    scope: Option<&str>,
+) -> Result<String> {
     let info = LockInfo {
         host: sysinfo::hostname(),
         pid: std::process::id(),
@@ -68,6 +74,7 @@ fn write_lock(backend: &dyn Backend, key: &MasterKey, kind: LockKind, purpose: &
         time: Utc::now(),
         exclusive: kind == LockKind::Exclusive,
         purpose: purpose.to_string(),
+        scope: scope.map(String::from),
     };
     let name = Id::random().to_hex();
     backend.write(FileKind::Lock, &name, &info.seal(key))?;
@@ -95,24 +102,37 @@ pub fn acquire(
     wait: Duration,
     on_wait: &mut dyn FnMut(&str),
 ) -> Result<LockGuard> {
+    acquire_scoped(repo, kind, purpose, None, wait, on_wait)
+}
+
+/// As [`acquire`], and also excluding any other lock of the same `scope`.
+pub fn acquire_scoped(
+    repo: &Repository,
+    kind: LockKind,
+    purpose: &str,
+    scope: Option<&str>,
+    wait: Duration,
+    on_wait: &mut dyn FnMut(&str),
+) -> Result<LockGuard> {
     let start = Instant::now();
     let mut told = false;
     let mut delay = Duration::from_millis(200);
     loop {
-        let ours = write_lock(&**repo.backend(), repo.key(), kind, purpose)?;
+        let ours = write_lock(&**repo.backend(), repo.key(), kind, purpose, scope)?;
         let mut conflict = None;
         for (name, info) in list_locks(repo)? {
             if name == ours {
                 continue;
             }
             let Ok(info) = info else { continue };
-            if (kind == LockKind::Exclusive || info.exclusive) && !is_stale(&info) {
+            let same_scope = scope.is_some() && info.scope.as_deref() == scope;
+            if (kind == LockKind::Exclusive || info.exclusive || same_scope) && !is_stale(&info) {
                 conflict = Some(info);
                 break;
             }
         }
         let Some(info) = conflict else {
-            return Ok(LockGuard::start(repo, ours, kind, purpose));
+            return Ok(LockGuard::start(repo, ours, kind, purpose, scope));
         };
         let _ = repo.backend().delete(FileKind::Lock, &ours);
         if start.elapsed() >= wait {
@@ -134,12 +154,13 @@ pub fn acquire(
 }
 
 impl LockGuard {
-    fn start(repo: &Repository, name: String, kind: LockKind, purpose: &str) -> LockGuard {
+    fn start(repo: &Repository, name: String, kind: LockKind, purpose: &str, scope: Option<&str>) -> LockGuard {
         let backend = repo.backend().clone();
         let key = repo.key().clone();
         let current = Arc::new(std::sync::Mutex::new(name));
         let (stop, stopped) = mpsc::channel::<()>();
         let purpose = purpose.to_string();
+        let scope = scope.map(String::from);
         let refresher = {
             let backend = backend.clone();
             let current = current.clone();
@@ -148,7 +169,7 @@ impl LockGuard {
                     Err(RecvTimeoutError::Timeout) => {
                         // Write the fresh lock before removing the old one, so
                         // the repository is never seen unlocked meanwhile.
-                        if let Ok(new) = write_lock(&*backend, &key, kind, &purpose) {
+                        if let Ok(new) = write_lock(&*backend, &key, kind, &purpose, scope.as_deref()) {
                             let mut cur = current.lock().unwrap_or_else(|p| p.into_inner());
                             let old = std::mem::replace(&mut *cur, new);
                             let _ = backend.delete(FileKind::Lock, &old);

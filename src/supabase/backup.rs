@@ -45,9 +45,13 @@ pub struct BackupReport {
     pub warnings: Vec<String>,
 }
 
-/// Collects warnings and forwards them to the caller's observer.
+/// What the caller sees of a backup: database streams and Storage objects.
+pub trait BackupObserver: DbObserver + StorageObserver {}
+impl<T: DbObserver + StorageObserver> BackupObserver for T {}
+
+/// Collects warnings and forwards everything to the caller's observer.
 struct Observer<'a> {
-    inner: &'a dyn DbObserver,
+    inner: &'a dyn BackupObserver,
     warnings: std::sync::Mutex<Vec<String>>,
 }
 
@@ -60,11 +64,17 @@ impl DbObserver for Observer<'_> {
     }
     fn warn(&self, message: &str) {
         self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(message.to_string());
-        self.inner.warn(message)
+        DbObserver::warn(self.inner, message)
     }
 }
 
 impl StorageObserver for Observer<'_> {
+    fn objects_listed(&self, bucket: &str, count: usize) {
+        self.inner.objects_listed(bucket, count)
+    }
+    fn object_done(&self, bytes: u64, downloaded: bool) {
+        self.inner.object_done(bytes, downloaded)
+    }
     fn warn(&self, message: &str) {
         DbObserver::warn(self, message)
     }
@@ -100,7 +110,7 @@ pub fn backup_project(
     progress: Arc<Progress>,
     project: &Project,
     opts: &BackupOptions,
-    observer: &dyn DbObserver,
+    observer: &dyn BackupObserver,
 ) -> SupabaseResult<BackupReport> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -298,8 +298,11 @@ pub async fn unreadable_platform_objects(c: &Client) -> SupabaseResult<(Vec<Stri
         .query("SELECT nspname::text FROM pg_namespace WHERE NOT has_schema_privilege(oid, 'USAGE') ORDER BY 1", &[])
         .await
         .map_err(SupabaseError::db)?;
-    let schemas: Vec<String> =
-        rows.iter().map(|r| r.get::<_, String>(0)).filter(|s| platform::is_platform_schema(s)).collect();
+    let schemas: Vec<String> = rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|s| platform::is_platform_schema(s) && !s.starts_with("pg_") && s != "information_schema")
+        .collect();
     let rows = c
         .query(
             "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -532,6 +532,20 @@ impl StorageServer {
             },
             None => None,
         };
+        self.store(bucket, name, body, content_type, cache_control, user_metadata, upsert)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &self,
+        bucket: &str,
+        name: &str,
+        body: Vec<u8>,
+        content_type: String,
+        cache_control: String,
+        user_metadata: Option<Value>,
+        upsert: bool,
+    ) -> Response<Cursor<Vec<u8>>> {
         let mut st = self.lock();
         let Some(b) = st.buckets.get(bucket).cloned() else {
             return error(404, "Bucket not found", "Bucket not found");
@@ -581,6 +595,40 @@ impl StorageServer {
         st.objects.entry(bucket.to_string()).or_default().insert(name.to_string(), obj);
         self.persist(&st);
         json_response(200, &json!({"Key": format!("{bucket}/{name}"), "Id": id}))
+    }
+
+    /// Fill an empty server with the demo project's buckets and objects,
+    /// writing a copy of each object under `copy` for comparison.
+    pub fn seed_demo(&self, copy: Option<&Path>) -> std::io::Result<()> {
+        if !self.lock().buckets.is_empty() {
+            return Ok(());
+        }
+        let _ = self.create_bucket(br#"{"name":"avatars","public":true,"allowed_mime_types":["image/png"]}"#);
+        let _ = self.create_bucket(br#"{"name":"docs","file_size_limit":52428800}"#);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let photo: Vec<u8> = (0..3 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let objects: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+            ("avatars", "user1/face.png", photo, "image/png"),
+            ("docs", "readme.txt", b"Welcome to the demo project.\n".to_vec(), "text/plain"),
+            ("docs", "reports/2026/q1.txt", "quarterly numbers\n".repeat(20_000).into_bytes(), "text/plain"),
+        ];
+        for (bucket, name, data, ct) in objects {
+            if let Some(dir) = copy {
+                let p = dir.join(bucket).join(name);
+                std::fs::create_dir_all(p.parent().expect("parent"))?;
+                std::fs::write(&p, &data)?;
+            }
+            let meta = (name == "user1/face.png").then(|| json!({"uploaded_by": "demo"}));
+            let _ = self.store(bucket, name, data, ct.to_string(), "max-age=3600".into(), meta, true);
+        }
+        Ok(())
     }
 
     fn delete_many(&self, bucket: &str, body: &[u8]) -> Response<Cursor<Vec<u8>>> {

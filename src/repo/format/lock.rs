@@ -17,6 +17,10 @@ pub struct LockInfo {
     pub exclusive: bool,
     /// The command holding it, for the message shown to whoever waits.
     pub purpose: String,
+    /// Two locks with the same scope never coexist, even shared ones: two
+    /// backups of the same source must not race.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl LockInfo {

@@ -91,6 +91,7 @@ pub fn seed_samples() -> Vec<(&'static str, Vec<u8>)> {
         time: chrono::Utc::now(),
         exclusive: true,
         purpose: "prune".into(),
+        scope: Some("create:example".into()),
     };
     vec![
         ("key_file", kf.encode()),
