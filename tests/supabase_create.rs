@@ -265,3 +265,22 @@ fn one_point_in_time_while_writes_continue() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
 }
+
+#[test]
+fn transaction_pooler_port_is_detected_and_falls_back_to_one_transaction() {
+    // Supabase's transaction pooler listens on 6543; a URL with that port
+    // cannot share an exported snapshot between connections.
+    let Some(cluster) = Cluster::start_at(6543) else {
+        eprintln!("port 6543 is busy here; skipping");
+        return;
+    };
+    let cluster = cluster.with_fixture();
+    let env = Env::new();
+    let r = project_env(&env, &cluster, "postgres", &["create", "--only", "db", "--json", "--jobs", "4"]).ok();
+    assert!(r.stderr.contains("transaction pooler") && r.stderr.contains("session pooler"), "{}", r.stderr);
+    let show = env.snap(&["show", "latest", "--json"]).ok().json();
+    assert_eq!(show["extra"]["database"]["consistent"], false);
+    let todos = dump(&env, "db/data/public/todos.sql");
+    let expected = cluster.copy_out("SELECT id, owner, task, done, tags, details FROM public.todos ORDER BY id");
+    assert_eq!(copy_body(&todos), &expected[..]);
+}

@@ -12,9 +12,9 @@ use crate::repo::lock::LockKind;
 use crate::repo::saver::Progress;
 use crate::supabase::backup::{backup_project, BackupOptions};
 use crate::supabase::dbdump::DbObserver;
-use crate::supabase::storage_backup::StorageObserver;
 use crate::supabase::project::{load_project, Parts};
 use crate::supabase::settings::{SettingsSource, UrlFlags};
+use crate::supabase::storage_backup::StorageObserver;
 use crate::supabase::SupabaseError;
 
 impl From<SupabaseError> for CliError {

@@ -59,7 +59,12 @@ fn run_as_server_user(bin: &Path, tool: &str, args: &[&str]) {
 impl Cluster {
     /// Start a cluster with the platform and the user's project loaded.
     pub fn supabase_like() -> Cluster {
-        let c = Cluster::start();
+        Cluster::start().with_fixture()
+    }
+
+    /// Load the platform and the user's project into this cluster.
+    pub fn with_fixture(self) -> Cluster {
+        let c = self;
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let platform = std::fs::read_to_string(fixtures.join("platform.sql"))
             .unwrap()
@@ -70,6 +75,22 @@ impl Cluster {
     }
 
     pub fn start() -> Cluster {
+        Cluster::start_with(None, free_port())
+    }
+
+    /// A cluster on a given port, if the port is free.
+    pub fn start_at(port: u16) -> Option<Cluster> {
+        std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+        Some(Cluster::start_with(None, port))
+    }
+
+    /// Start a cluster that only accepts TLS over TCP, with the given
+    /// server certificate and key (PEM).
+    pub fn start_tls(cert_pem: &[u8], key_pem: &[u8]) -> Cluster {
+        Cluster::start_with(Some((cert_pem, key_pem)), free_port())
+    }
+
+    fn start_with(tls: Option<(&[u8], &[u8])>, port: u16) -> Cluster {
         let dir = tempfile::Builder::new().prefix("snap-pg-").tempdir().unwrap();
         let bin = server_bin();
         let data = dir.path().join("data");
@@ -97,11 +118,29 @@ impl Cluster {
                 "--no-sync",
             ],
         );
-        let port = free_port();
-        let opts = format!(
+        let mut opts = format!(
             "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=40",
             dir.path().display()
         );
+        if let Some((cert, key)) = tls {
+            let (c, k) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&c, cert).unwrap();
+            std::fs::write(&k, key).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if is_root() {
+                let st = Command::new("chown").args(["postgres:postgres"]).arg(&c).arg(&k).status().unwrap();
+                assert!(st.success());
+            }
+            opts.push_str(&format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", c.display(), k.display()));
+            // TCP only with TLS; the Unix socket (used by the fixture loader) stays trusted.
+            let hba = data.join("pg_hba.conf");
+            std::fs::write(
+                &hba,
+                "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+        }
         let log = dir.path().join("log");
         run_as_server_user(
             &bin,
