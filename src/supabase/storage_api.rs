@@ -376,6 +376,11 @@ impl StorageClient {
         }
     }
 
+    /// The API base URL (holds no secret).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
     }

@@ -163,7 +163,7 @@ pub fn backup_storage(
     sink: &mut EntrySink<'_>,
 ) -> SupabaseResult<StorageManifest> {
     let storage_err = |e: ApiError| SupabaseError::Storage(e.to_string());
-    let mut manifest = StorageManifest::default();
+    let mut manifest = StorageManifest { api: client.base().to_string(), ..Default::default() };
     let mut buckets = handle.block_on(client.list_buckets()).map_err(storage_err)?;
     for x in &opts.exclude_buckets {
         if !buckets.iter().any(|b| &b.id == x || &b.name == x) {
