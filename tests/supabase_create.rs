@@ -15,13 +15,7 @@ fn project_env(env: &Env, cluster: &Cluster, password: &str, args: &[&str]) -> c
         .env_remove("SUPABASE_URL")
         .env_remove("SUPABASE_STORAGE_URL")
         .env_remove("SUPABASE_SERVICE_ROLE_KEY");
-    let out = c.output().unwrap();
-    common::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        raw_stdout: out.stdout,
-    }
+    common::finish(c.output().unwrap())
 }
 
 fn dump(env: &Env, path: &str) -> Vec<u8> {

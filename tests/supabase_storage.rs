@@ -17,25 +17,11 @@ fn run(env: &Env, server: &StorageServer, key: &str, args: &[&str]) -> Run {
         .env_remove("SUPABASE_DB_URL")
         // The test server stalls a cut response instead of closing it.
         .env("SNAP_HTTP_READ_TIMEOUT", "2");
-    let out = c.output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        raw_stdout: out.stdout,
-    }
+    common::finish(c.output().unwrap())
 }
 
 fn noise(n: usize, seed: u8) -> Vec<u8> {
-    let mut x = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::noise(n, seed as u64)
 }
 
 fn seed(server: &StorageServer) -> Vec<(&'static str, &'static str, Vec<u8>)> {

@@ -45,13 +45,7 @@ fn cert(cn: &str, san: Option<&str>, issuer: Option<(&X509, &PKey<Private>)>) ->
 fn create(env: &Env, url: &str) -> Run {
     let mut c = env.command(&["create", "--only", "db", "--json"]);
     c.env("SUPABASE_DB_URL", url).env("PGPASSWORD", "postgres");
-    let out = c.output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        raw_stdout: out.stdout,
-    }
+    common::finish(c.output().unwrap())
 }
 
 #[test]

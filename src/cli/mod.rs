@@ -271,18 +271,11 @@ fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
         eprintln!("snap: warning: {w}");
     }
     if ctx.out.json {
-        ctx.out.json(&json!({
-            "snapshot_id": report.id,
-            "time": report.snapshot.time,
-            "files": s.files,
-            "dirs": s.dirs,
-            "bytes_read": s.bytes_read,
-            "bytes_added": s.bytes_added,
-            "chunks_total": s.chunks_total,
-            "chunks_new": s.chunks_new,
-            "duration_s": s.duration_s,
-            "warnings": report.warnings,
-        }));
+        let mut v = output::summary_json(s);
+        v.insert("snapshot_id".into(), json!(report.id));
+        v.insert("time".into(), json!(report.snapshot.time));
+        v.insert("warnings".into(), json!(report.warnings));
+        ctx.out.json(&serde_json::Value::Object(v));
     } else if !ctx.out.quiet {
         println!(
             "snapshot {} saved: {} files, {} dirs, {} read, {} added ({} of {} chunks new) in {:.2}s",

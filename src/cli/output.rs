@@ -137,3 +137,20 @@ impl Drop for ProgressDisplay {
 pub fn local_time(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string()
 }
+
+/// The summary fields every `create --json` reports.
+pub fn summary_json(s: &crate::repo::format::snapshot::Summary) -> serde_json::Map<String, serde_json::Value> {
+    let v = serde_json::json!({
+        "files": s.files,
+        "dirs": s.dirs,
+        "bytes_read": s.bytes_read,
+        "bytes_added": s.bytes_added,
+        "chunks_total": s.chunks_total,
+        "chunks_new": s.chunks_new,
+        "duration_s": s.duration_s,
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("a JSON object literal"),
+    }
+}

@@ -135,7 +135,8 @@ pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     let objects = st.map(|m| m.objects_downloaded + m.objects_reused).unwrap_or(0);
     let missing = st.map(|m| m.missing.len()).unwrap_or(0);
     if ctx.out.json {
-        ctx.out.json(&json!({
+        let mut v = super::output::summary_json(s);
+        let extra = json!({
             "snapshot_id": report.id,
             "time": report.snapshot.time,
             "source": report.snapshot.source,
@@ -150,14 +151,12 @@ pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
             "objects_missing": missing,
             "objects_deleted_during_backup": st.map(|m| m.deleted_during_backup.len()).unwrap_or(0),
             "storage_retries": st.map(|m| m.retries).unwrap_or(0),
-            "files": s.files,
-            "bytes_read": s.bytes_read,
-            "bytes_added": s.bytes_added,
-            "chunks_total": s.chunks_total,
-            "chunks_new": s.chunks_new,
-            "duration_s": s.duration_s,
             "warnings": report.warnings,
-        }));
+        });
+        if let serde_json::Value::Object(m) = extra {
+            v.extend(m);
+        }
+        ctx.out.json(&serde_json::Value::Object(v));
     } else if !ctx.out.quiet {
         println!(
             "snapshot {} saved: {} tables, {} rows, {} objects ({} downloaded), {} read, {} added in {:.2}s",

@@ -171,16 +171,16 @@ pub fn backup_project(
             }
             Ok(())
         };
-        let manifest = storage_backup::backup_storage(
-            runtime.handle(),
-            &client,
-            &saver,
-            &previous,
-            &sopts,
-            &observer,
-            mtime_ns,
-            &mut sink,
-        )?;
+        let cx = storage_backup::Capture {
+            handle: runtime.handle(),
+            client: &client,
+            saver: &saver,
+            previous: &previous,
+            opts: &sopts,
+            observer: &observer,
+            capture_ns: mtime_ns,
+        };
+        let manifest = storage_backup::backup_storage(&cx, &mut sink)?;
         drop(saver);
         storage_manifest = Some(manifest);
     }

@@ -151,17 +151,20 @@ enum Outcome {
     Failed(String),
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn backup_storage(
-    handle: &Handle,
-    client: &StorageClient,
-    saver: &ContentSaver,
-    previous: &PreviousObjects,
-    opts: &StorageOptions,
-    observer: &dyn StorageObserver,
-    capture_ns: i64,
-    sink: &mut EntrySink<'_>,
-) -> SupabaseResult<StorageManifest> {
+/// Everything a Storage capture works with.
+pub struct Capture<'a> {
+    pub handle: &'a Handle,
+    pub client: &'a StorageClient,
+    pub saver: &'a ContentSaver,
+    pub previous: &'a PreviousObjects,
+    pub opts: &'a StorageOptions,
+    pub observer: &'a dyn StorageObserver,
+    /// Modification time for entries the API gives no time for.
+    pub capture_ns: i64,
+}
+
+pub fn backup_storage(cx: &Capture<'_>, sink: &mut EntrySink<'_>) -> SupabaseResult<StorageManifest> {
+    let Capture { handle, client, opts, observer, capture_ns, .. } = *cx;
     let storage_err = |e: ApiError| SupabaseError::Storage(e.to_string());
     let mut manifest = StorageManifest { api: client.base().to_string(), ..Default::default() };
     let mut buckets = handle.block_on(client.list_buckets()).map_err(storage_err)?;
@@ -205,39 +208,21 @@ pub fn backup_storage(
         let mut keyed: Vec<(Vec<String>, Listed)> =
             listed.drain(..).map(|l| (object_path(&bucket.id, &l.name, &folders), l)).collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        let stats = capture_bucket(
-            handle,
-            client,
-            saver,
-            previous,
-            opts,
-            observer,
-            capture_ns,
-            &bucket,
-            keyed,
-            sink,
-            &mut manifest,
-        )?;
+        let stats = capture_bucket(cx, &bucket, keyed, sink, &mut manifest)?;
         manifest.buckets.push(BucketManifest { bucket: Some(bucket), objects: stats.0, bytes: stats.1 });
     }
     manifest.retries = client.retries();
     Ok(manifest)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn capture_bucket(
-    handle: &Handle,
-    client: &StorageClient,
-    saver: &ContentSaver,
-    previous: &PreviousObjects,
-    opts: &StorageOptions,
-    observer: &dyn StorageObserver,
-    capture_ns: i64,
+    cx: &Capture<'_>,
     bucket: &Bucket,
     objects: Vec<(Vec<String>, Listed)>,
     sink: &mut EntrySink<'_>,
     manifest: &mut StorageManifest,
 ) -> SupabaseResult<(u64, u64)> {
+    let Capture { opts, observer, capture_ns, .. } = *cx;
     let workers = opts.concurrency.max(1);
     // Outstanding objects (in flight or finished but not yet added): bounds
     // memory to tickets and metadata, never object bytes.
@@ -268,7 +253,7 @@ fn capture_bucket(
                     *n - 1
                 };
                 let (_, listed) = &objects[i];
-                let outcome = capture_object(handle, client, saver, previous, &bucket.id, listed, &stop);
+                let outcome = capture_object(cx, &bucket.id, listed, &stop);
                 done.lock().unwrap_or_else(|p| p.into_inner()).insert(i, outcome);
                 ready.notify_all();
             });
@@ -383,16 +368,8 @@ fn object_node(
     node
 }
 
-#[allow(clippy::too_many_arguments)]
-fn capture_object(
-    handle: &Handle,
-    client: &StorageClient,
-    saver: &ContentSaver,
-    previous: &PreviousObjects,
-    bucket: &str,
-    listed: &Listed,
-    stop: &AtomicBool,
-) -> Outcome {
+fn capture_object(cx: &Capture<'_>, bucket: &str, listed: &Listed, stop: &AtomicBool) -> Outcome {
+    let Capture { handle, client, saver, previous, .. } = *cx;
     let info = match handle.block_on(client.object_info(bucket, &listed.name)) {
         Ok(i) => i,
         Err(ApiError::NotFound(_)) => return Outcome::Deleted,

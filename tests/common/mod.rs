@@ -36,7 +36,8 @@ impl Run {
     }
 }
 
-fn finish(out: Output) -> Run {
+/// A finished command's output as a `Run`.
+pub fn finish(out: Output) -> Run {
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
