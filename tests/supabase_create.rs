@@ -278,3 +278,19 @@ fn transaction_pooler_port_is_detected_and_falls_back_to_one_transaction() {
     let expected = cluster.copy_out("SELECT id, owner, task, done, tags, details FROM public.todos ORDER BY id");
     assert_eq!(copy_body(&todos), &expected[..]);
 }
+
+#[test]
+fn roles_with_passwords_when_the_connection_may_read_them() {
+    // As the cluster superuser, role passwords are readable and kept.
+    let cluster = Cluster::supabase_like();
+    let env = Env::new();
+    let mut c = env.command(&["create", "--only", "db", "--json"]);
+    c.env("SUPABASE_DB_URL", format!("postgres://supabase_admin@127.0.0.1:{}/postgres", cluster.port))
+        .env("PGPASSWORD", "admin-secret");
+    common::finish(c.output().unwrap()).ok();
+    let roles = String::from_utf8(env.snap(&["dump", "latest", "db/roles.sql"]).ok().raw_stdout).unwrap();
+    assert!(roles.contains("\"app_reader\"") && roles.contains("SCRAM-SHA-256$"), "{roles}");
+    let show = env.snap(&["show", "latest", "--json"]).ok().json();
+    assert_eq!(show["extra"]["database"]["role_passwords"], true);
+    assert!(show["extra"]["database"]["login_roles_without_password"].as_array().unwrap().is_empty());
+}

@@ -204,3 +204,21 @@ fn two_backups_of_one_project_do_not_race() {
     assert!(first.wait().unwrap().success());
     assert_eq!(env.snap(&["snapshots", "--json"]).ok().json().as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn large_buckets_are_listed_page_by_page() {
+    // More objects than one list page (1000) in one folder: list-v2 follows
+    // its cursor, and list v1 (older servers) its offset.
+    for faults in ["", "no-list-v2"] {
+        let server = StorageServer::start(faults);
+        server.create_bucket(json!({"name": "many"}));
+        for i in 0..1205 {
+            server.upload("many", &format!("f/{i:05}.txt"), format!("object {i}").as_bytes(), "text/plain", None);
+        }
+        let env = Env::new();
+        let out = run(&env, &server, &server.key, &["create", "--only", "storage", "--json"]).ok().json();
+        assert_eq!(out["objects"], 1205, "{faults}: {out}");
+        let got = env.snap(&["dump", "latest", "storage/many/f/01204.txt"]).ok().raw_stdout;
+        assert_eq!(got, b"object 1204");
+    }
+}
