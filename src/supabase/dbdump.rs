@@ -490,6 +490,13 @@ enum CopyState {
     Done,
 }
 
+/// Bytes of COPY data gathered per wake-up of the reading thread.
+const COPY_BATCH: usize = 256 * 1024;
+
+fn memchr_count(b: &[u8]) -> u64 {
+    b.iter().filter(|&&c| c == b'\n').count() as u64
+}
+
 /// COPY output as one `COPY … FROM stdin;` block: header, rows, `\.`.
 struct CopyReader<'a> {
     handle: &'a Handle,
@@ -511,22 +518,37 @@ impl Read for CopyReader<'_> {
             }
             match self.state {
                 CopyState::Header => self.state = CopyState::Rows,
-                CopyState::Rows => match self.handle.block_on(self.stream.next()) {
-                    Some(Ok(bytes)) => {
-                        // Text COPY escapes newlines inside values: one '\n' per row.
-                        self.rows += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
-                        self.pending = bytes;
+                CopyState::Rows => {
+                    // Postgres sends one message per row: gather many per
+                    // wake-up so the per-message cost stays off the hot path.
+                    let stream = &mut self.stream;
+                    let (batch, end) = self.handle.block_on(async {
+                        let mut batch = Vec::with_capacity(COPY_BATCH + 4096);
+                        while batch.len() < COPY_BATCH {
+                            match stream.next().await {
+                                Some(Ok(bytes)) => batch.extend_from_slice(&bytes),
+                                Some(Err(e)) => return (batch, Some(Err(e))),
+                                None => return (batch, Some(Ok(()))),
+                            }
+                        }
+                        (batch, None)
+                    });
+                    // Text COPY escapes newlines inside values: one '\n' per row.
+                    self.rows += memchr_count(&batch);
+                    self.pending = Bytes::from(batch);
+                    match end {
+                        Some(Err(e)) => {
+                            self.error = Some(super::error::pg_message(&e));
+                            return Err(std::io::Error::other("COPY failed"));
+                        }
+                        Some(Ok(())) => self.state = CopyState::Trailer,
+                        None => {}
                     }
-                    Some(Err(e)) => {
-                        self.error = Some(super::error::pg_message(&e));
-                        return Err(std::io::Error::other("COPY failed"));
-                    }
-                    None => {
-                        self.state = CopyState::Trailer;
-                        self.pending = Bytes::from_static(b"\\.\n");
-                    }
-                },
-                CopyState::Trailer => self.state = CopyState::Done,
+                }
+                CopyState::Trailer => {
+                    self.pending = Bytes::from_static(b"\\.\n");
+                    self.state = CopyState::Done;
+                }
                 CopyState::Done => return Ok(0),
             }
         }
