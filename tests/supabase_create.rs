@@ -294,3 +294,20 @@ fn roles_with_passwords_when_the_connection_may_read_them() {
     assert_eq!(show["extra"]["database"]["role_passwords"], true);
     assert!(show["extra"]["database"]["login_roles_without_password"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn tables_the_connection_cannot_read_are_reported_not_fatal() {
+    let cluster = Cluster::supabase_like();
+    // A table the platform's superuser made and never granted to postgres.
+    cluster.psql_as(
+        "supabase_admin",
+        "CREATE TABLE public.admin_only (x int PRIMARY KEY); INSERT INTO public.admin_only VALUES (1);
+         REVOKE ALL ON public.admin_only FROM postgres, anon, authenticated, service_role;",
+    );
+    let env = Env::new();
+    let r = project_env(&env, &cluster, "postgres", &["create", "--only", "db", "--json"]).ok();
+    assert!(r.stderr.contains("public.admin_only is not readable by postgres"), "{}", r.stderr);
+    let show = env.snap(&["show", "latest", "--json"]).ok().json();
+    assert_eq!(show["extra"]["database"]["unreadable_tables"], serde_json::json!(["public.admin_only"]));
+    assert!(show["extra"]["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("admin_only")));
+}

@@ -119,6 +119,8 @@ struct Shared<'a> {
     platform_schemas: Vec<String>,
     /// Tables in them it cannot lock, left out of the dump.
     closed_tables: Vec<(String, String)>,
+    /// Tables in the user's schemas it cannot lock, left out of schema.sql.
+    unreadable_user_tables: Vec<(String, String)>,
     matviews: Vec<String>,
     observer: &'a dyn DbObserver,
     failed: AtomicBool,
@@ -181,12 +183,16 @@ pub fn backup_database(
 
     let mut excluded = Vec::new();
     let mut unreadable = Vec::new();
+    let mut unreadable_user = Vec::new();
     let mut tables = Vec::new();
     for t in all_tables {
         if opts.exclude_tables.iter().any(|x| x == &t.display()) {
             excluded.push(t.display());
         } else if !t.readable {
             unreadable.push(t.display());
+            if !super::platform::is_platform_schema(&t.schema) {
+                unreadable_user.push((t.schema.clone(), t.name.clone()));
+            }
         } else {
             tables.push(t);
         }
@@ -227,6 +233,7 @@ pub fn backup_database(
         all_platform_schemas: platform_schemas.clone(),
         platform_schemas: platform_dumped,
         closed_tables: closed_tables.clone(),
+        unreadable_user_tables: unreadable_user,
         matviews: matviews.iter().map(|(s, n)| format!("{}.{}", quote_ident(s), quote_ident(n))).collect(),
         observer,
         failed: AtomicBool::new(false),
@@ -377,6 +384,10 @@ fn run_task(shared: &Shared, client: &Client, task: Task) -> SupabaseResult<DbSt
             }
             for p in &shared.all_platform_schemas {
                 cmd.arg(format!("--exclude-schema={}", quote_ident(p)));
+            }
+            // pg_dump locks every table it describes; these it may not.
+            for (s, n) in &shared.unreadable_user_tables {
+                cmd.arg(format!("--exclude-table={}.{}", quote_ident(s), quote_ident(n)));
             }
             (vec!["db", "schema.sql"], save_child(shared, cmd, "pg_dump --schema-only")?)
         }
