@@ -5,11 +5,14 @@
 pub mod backup;
 pub mod catalog;
 pub mod dbdump;
+pub mod dbrestore;
 pub mod error;
 pub mod pgconn;
 pub mod pgtools;
 pub mod platform;
 pub mod project;
+pub mod restore_rules;
+pub mod sql;
 pub mod settings;
 pub mod storage_api;
 pub mod storage_backup;

@@ -1,0 +1,715 @@
+//! Restoring the database part of a project snapshot into a live project,
+//! in one transaction: it all happens, or nothing does.
+//!
+//! Order (each step's statements filtered by `restore_rules`):
+//! 1. roles (idempotent; platform roles untouched)
+//! 2. the target's user schemas are dropped (CASCADE), `public` recreated
+//! 3. extensions the snapshot used, then schema.sql's definitions (pre-data)
+//! 4. the user's objects in platform schemas: what the snapshot's platform
+//!    DDL has and the target's lacks, columns added to platform tables
+//! 5. rows: platform data tables truncated, every stream COPYed with its
+//!    column list, triggers and foreign keys held back by
+//!    `session_replication_role = replica` (or, where that is refused,
+//!    loaded before any user trigger or constraint exists, in foreign-key
+//!    order); large objects; sequence values
+//! 6. schema.sql's indexes, constraints, triggers and policies (post-data),
+//!    which also check the loaded rows; the platform objects that depend on
+//!    them; materialised views refreshed
+//!
+//! Roles are transactional in Postgres, so step 1 rolls back with the rest.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::Write;
+
+use futures_util::SinkExt;
+use serde_json::Value;
+use tokio::runtime::Handle;
+use tokio_postgres::Client;
+
+use super::catalog::{quote_ident, quote_literal};
+use super::error::{pg_message, SupabaseError, SupabaseResult};
+use super::pgconn::DbTarget;
+use super::pgtools::{self, ChildStream, RestrictFilter};
+use super::platform;
+use super::restore_rules::{judge, Context, Stream, Verdict};
+use super::sql::{normalize_head, section, split_statements, Section};
+
+/// Where the snapshot's streams come from (the engine, in practice).
+pub trait StreamSource: Sync {
+    fn read_text(&self, path: &str) -> SupabaseResult<String>;
+    /// Write a stream's bytes to `out`.
+    fn copy_to(&self, path: &str, out: &mut dyn Write) -> SupabaseResult<u64>;
+}
+
+#[derive(Default)]
+pub struct DbRestoreOptions {
+    /// Only these tables' rows (`schema.table`), replaced in place.
+    pub tables: Vec<String>,
+    /// Only the tables of these schemas.
+    pub schemas: Vec<String>,
+    pub exclude_tables: Vec<String>,
+    /// Unschedule the snapshot's pg_cron jobs in the restored project.
+    pub disable_cron: bool,
+}
+
+/// One statement the restore will run, and why it is there.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub phase: &'static str,
+    pub sql: String,
+}
+
+#[derive(Debug, Default)]
+pub struct DbRestoreReport {
+    pub statements: usize,
+    pub tables: usize,
+    pub rows: u64,
+    /// Statements not run, with the rule that said so (shown to the user).
+    pub skipped: Vec<(String, String)>,
+    pub notices: Vec<String>,
+    pub replica_mode: bool,
+}
+
+/// The database manifest of a snapshot (`extra.database`).
+pub struct DbSnapshot<'a> {
+    pub manifest: &'a Value,
+}
+
+impl DbSnapshot<'_> {
+    fn tables(&self) -> Vec<(String, String, String, u64)> {
+        self.manifest["tables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                Some((
+                    t["schema"].as_str()?.to_string(),
+                    t["name"].as_str()?.to_string(),
+                    t["path"].as_str()?.to_string(),
+                    t["rows"].as_u64().unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+    fn strings(&self, key: &str) -> Vec<String> {
+        self.manifest[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect()
+    }
+}
+
+fn exec_err(phase: &str, sql: &str, e: &tokio_postgres::Error) -> SupabaseError {
+    let head: String = sql.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect();
+    SupabaseError::Database(format!("{phase}: {} (statement: {head}); nothing was changed", pg_message(e)))
+}
+
+/// Statements of a dump, filtered and rewritten by the rules.
+fn cleaned(stream: Stream, text: &str, cx: &Context, report: &mut DbRestoreReport) -> Vec<String> {
+    let mut out = Vec::new();
+    for stmt in split_statements(text) {
+        match judge(stream, &stmt, cx) {
+            Verdict::Keep => out.push(stmt),
+            Verdict::Rewrite(s) => out.push(s),
+            Verdict::Skip { rule, notice } => {
+                if notice {
+                    report.skipped.push((normalize_head(&stmt, 120), rule.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `CREATE TABLE "s"."t" (` → ("s", "t").
+fn created_table(stmt: &str) -> Option<(String, String)> {
+    let head = normalize_head(stmt, 300);
+    let rest = head.strip_prefix("CREATE TABLE ").or_else(|| head.strip_prefix("CREATE UNLOGGED TABLE "))?;
+    let name = rest.split(" (").next()?.trim();
+    let (s, t) = split_qualified(name)?;
+    Some((s, t))
+}
+
+fn split_qualified(name: &str) -> Option<(String, String)> {
+    // "schema"."table" with doubled quotes inside names.
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut in_q = false;
+    let chars: Vec<char> = name.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' {
+            if in_q && chars.get(i + 1) == Some(&'"') {
+                cur.push('"');
+                i += 2;
+                continue;
+            }
+            in_q = !in_q;
+        } else if c == '.' && !in_q {
+            parts.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+        i += 1;
+    }
+    parts.push(cur);
+    (parts.len() == 2).then(|| (parts[0].clone(), parts[1].clone()))
+}
+
+/// Column definitions of a `CREATE TABLE` statement: (name, definition).
+fn table_columns(stmt: &str) -> Vec<(String, String)> {
+    let Some(open) = stmt.find('(') else { return Vec::new() };
+    let body = &stmt[open + 1..];
+    let mut depth = 0i32;
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut in_q = false;
+    for c in body.chars() {
+        match c {
+            '\'' => in_q = !in_q,
+            '(' if !in_q => depth += 1,
+            ')' if !in_q => {
+                if depth == 0 {
+                    break;
+                }
+                depth -= 1;
+            }
+            ',' if !in_q && depth == 0 => {
+                parts.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    parts.push(cur);
+    parts
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| p.starts_with('"'))
+        .filter_map(|p| {
+            let end = p[1..].find('"')? + 1;
+            Some((p[1..end].to_string(), p))
+        })
+        .collect()
+}
+
+/// Statements of the snapshot's platform DDL to run in the target: what
+/// the target's own DDL lacks (a column added to a platform table becomes
+/// `ADD COLUMN IF NOT EXISTS`), plus everything that refers to the user's
+/// schemas, which dropping those schemas removes by cascade. Creation is
+/// made idempotent so that objects the target already has are kept.
+fn platform_additions(snapshot: &[String], target: &[String], user_schemas: &[String]) -> Vec<String> {
+    let fold = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let target_set: HashSet<String> = target.iter().map(|s| fold(s)).collect();
+    let target_tables: HashMap<(String, String), Vec<(String, String)>> =
+        target.iter().filter_map(|s| Some((created_table(s)?, table_columns(s)))).collect();
+    let mentions_user = |s: &str| user_schemas.iter().any(|u| s.contains(&format!("{}.", quote_ident(u))));
+    let mut out = Vec::new();
+    for stmt in snapshot {
+        if let Some(name) = created_table(stmt) {
+            if let Some(have) = target_tables.get(&name) {
+                let have: HashSet<&str> = have.iter().map(|(n, _)| n.as_str()).collect();
+                for (col, def) in table_columns(stmt) {
+                    if !have.contains(col.as_str()) {
+                        out.push(format!(
+                            "ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {def}",
+                            quote_ident(&name.0),
+                            quote_ident(&name.1)
+                        ));
+                    }
+                }
+                continue;
+            }
+        }
+        if target_set.contains(&fold(stmt)) && !mentions_user(stmt) {
+            continue;
+        }
+        out.push(idempotent(stmt));
+    }
+    out
+}
+
+/// Creation that tolerates an object already there.
+fn idempotent(stmt: &str) -> String {
+    let head = normalize_head(stmt, 60);
+    let replace_prefix = |from: &str, to: &str| -> String {
+        let n = from.split_whitespace().count();
+        let rest: String = {
+            let mut it = stmt.trim_start();
+            for _ in 0..n {
+                it = it.trim_start();
+                let cut = it.find(char::is_whitespace).unwrap_or(it.len());
+                it = &it[cut..];
+            }
+            it.to_string()
+        };
+        format!("{to}{rest}")
+    };
+    if head.starts_with("CREATE INDEX ") {
+        replace_prefix("CREATE INDEX", "CREATE INDEX IF NOT EXISTS")
+    } else if head.starts_with("CREATE UNIQUE INDEX ") {
+        replace_prefix("CREATE UNIQUE INDEX", "CREATE UNIQUE INDEX IF NOT EXISTS")
+    } else if head.starts_with("CREATE TRIGGER ") {
+        replace_prefix("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER")
+    } else if head.starts_with("CREATE VIEW ") {
+        replace_prefix("CREATE VIEW", "CREATE OR REPLACE VIEW")
+    } else if head.starts_with("CREATE FUNCTION ") {
+        replace_prefix("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
+    } else if head.starts_with("CREATE TABLE ") {
+        replace_prefix("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
+    } else if head.starts_with("CREATE SEQUENCE ") {
+        replace_prefix("CREATE SEQUENCE", "CREATE SEQUENCE IF NOT EXISTS")
+    } else if head.starts_with("CREATE POLICY ") {
+        // DROP POLICY IF EXISTS "name" ON table; then create.
+        let norm = normalize_head(stmt, 400);
+        match (norm.find("CREATE POLICY "), norm.find(" ON ")) {
+            (Some(_), Some(on)) => {
+                let name = &norm["CREATE POLICY ".len()..on];
+                let table = norm[on + 4..].split_whitespace().next().unwrap_or_default();
+                format!("DROP POLICY IF EXISTS {name} ON {table}; {stmt}")
+            }
+            _ => stmt.to_string(),
+        }
+    } else {
+        stmt.to_string()
+    }
+}
+
+/// The target's platform schemas' DDL, by pg_dump on the target.
+fn target_platform_ddl(target: &DbTarget, server_major: u32, schemas: &[String]) -> SupabaseResult<String> {
+    if schemas.is_empty() {
+        return Ok(String::new());
+    }
+    let tool = pgtools::find_tool("pg_dump", server_major)?;
+    let mut cmd = pgtools::command(&tool, target);
+    cmd.args(["--schema-only", "--quote-all-identifiers"]);
+    for s in schemas {
+        cmd.arg(format!("--schema={}", quote_ident(s)));
+    }
+    let (child, stdout) = ChildStream::spawn(cmd, "pg_dump of the target's platform schemas")?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut RestrictFilter::new(stdout), &mut text)
+        .map_err(|e| SupabaseError::Tool(format!("reading pg_dump: {e}")))?;
+    child.finish()?;
+    Ok(text)
+}
+
+pub struct Restorer<'a> {
+    pub handle: &'a Handle,
+    pub target: &'a DbTarget,
+    pub source: &'a dyn StreamSource,
+    pub snapshot: DbSnapshot<'a>,
+    pub opts: &'a DbRestoreOptions,
+}
+
+impl Restorer<'_> {
+    /// Run async database work from this (non-runtime) thread.
+    fn b<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.handle.block_on(f)
+    }
+
+    fn exec(&self, c: &Client, phase: &'static str, sql: &str) -> SupabaseResult<()> {
+        self.b(c.batch_execute(sql)).map_err(|e| exec_err(phase, sql, &e))
+    }
+
+    fn selected(&self, schema: &str, name: &str) -> bool {
+        let full = format!("{schema}.{name}");
+        if self.opts.exclude_tables.contains(&full) {
+            return false;
+        }
+        if !self.opts.tables.is_empty() {
+            return self.opts.tables.contains(&full);
+        }
+        self.opts.schemas.is_empty() || self.opts.schemas.iter().any(|s| s == schema)
+    }
+
+    /// Whole-database restore unless only some tables or schemas were asked for.
+    fn full(&self) -> bool {
+        self.opts.tables.is_empty() && self.opts.schemas.is_empty()
+    }
+
+    /// Build the statements of the definition phases (for --dry-run and
+    /// --emit-sql as well as for the run itself).
+    pub fn plan(&self, me: &str, server_major: u32, report: &mut DbRestoreReport) -> SupabaseResult<Vec<Step>> {
+        let cx = Context { me };
+        let mut steps = Vec::new();
+        if !self.full() {
+            return Ok(steps);
+        }
+        let roles = self.source.read_text("db/roles.sql")?;
+        for s in cleaned(Stream::Roles, &roles, &cx, report) {
+            steps.push(Step { phase: "roles", sql: s });
+        }
+        let schema = self.source.read_text("db/schema.sql")?;
+        let (pre, post): (Vec<String>, Vec<String>) =
+            cleaned(Stream::Schema, &schema, &cx, report).into_iter().partition(|s| section(s) == Section::PreData);
+        let user_schemas = self.snapshot.strings("user_schemas");
+        let platform_schemas = self.snapshot.strings("platform_schemas");
+        let platform_snap = cleaned(Stream::Platform, &self.source.read_text("db/platform_schema.sql")?, &cx, report);
+        let platform_target_text = target_platform_ddl(self.target, server_major, &platform_schemas)?;
+        let platform_target = cleaned(Stream::Platform, &platform_target_text, &cx, &mut DbRestoreReport::default());
+        let additions = platform_additions(&platform_snap, &platform_target, &user_schemas);
+        let (ppre, ppost): (Vec<String>, Vec<String>) =
+            additions.into_iter().partition(|s| section(s) == Section::PreData);
+        steps.extend(pre.into_iter().map(|sql| Step { phase: "schema", sql }));
+        steps.extend(ppre.into_iter().map(|sql| Step { phase: "platform schemas", sql }));
+        steps.push(Step { phase: "data", sql: String::new() });
+        steps.extend(post.into_iter().map(|sql| Step { phase: "schema (indexes, constraints, triggers)", sql }));
+        steps.extend(ppost.into_iter().map(|sql| Step { phase: "platform schemas (after data)", sql }));
+        Ok(steps)
+    }
+
+    /// Run the whole restore in one transaction.
+    pub fn run(&self, report: &mut DbRestoreReport) -> SupabaseResult<()> {
+        let c = self.b(self.target.connect())?;
+        let me: String = self.b(c.query_one("SELECT current_user::text", &[])).map_err(SupabaseError::db)?.get(0);
+        let major: i32 = self
+            .b(c.query_one("SELECT current_setting('server_version_num')::int4 / 10000", &[]))
+            .map_err(SupabaseError::db)?
+            .get(0);
+        let steps = self.plan(&me, major as u32, report)?;
+        self.exec(&c, "begin", "BEGIN")?;
+        match self.transaction(&c, steps, report) {
+            Ok(()) => self.exec(&c, "commit", "COMMIT"),
+            Err(e) => {
+                let _ = self.b(c.batch_execute("ROLLBACK"));
+                Err(e)
+            }
+        }
+    }
+
+    fn transaction(&self, c: &Client, steps: Vec<Step>, report: &mut DbRestoreReport) -> SupabaseResult<()> {
+        // pg_dump's statements set search_path to ''; ours qualify every name.
+        if self.full() {
+            let rows =
+                self.b(c.query("SELECT nspname::text FROM pg_namespace ORDER BY 1", &[])).map_err(SupabaseError::db)?;
+            for r in rows {
+                let s: String = r.get(0);
+                if !platform::is_platform_schema(&s) {
+                    self.exec(c, "dropping the target's user schemas", &format!("DROP SCHEMA {} CASCADE", quote_ident(&s)))
+                        ?;
+                }
+            }
+            // The public schema as initdb makes it (its grants follow from schema.sql).
+            self.exec(c, "recreating schema public", "CREATE SCHEMA IF NOT EXISTS public; GRANT USAGE ON SCHEMA public TO PUBLIC")
+                ?;
+            for e in self.snapshot.manifest["extensions"].as_array().into_iter().flatten() {
+                let (Some(name), Some(schema)) = (e["name"].as_str(), e["schema"].as_str()) else { continue };
+                if name == "plpgsql" || !platform::is_platform_schema(schema) {
+                    continue; // user-schema extensions come with schema.sql
+                }
+                let sql = format!(
+                    "CREATE SCHEMA IF NOT EXISTS {s}; CREATE EXTENSION IF NOT EXISTS {n} WITH SCHEMA {s}",
+                    s = quote_ident(schema),
+                    n = quote_ident(name)
+                );
+                self.exec(c, "extensions", &sql)?;
+            }
+        }
+        let mut data_done = false;
+        for step in &steps {
+            if step.phase == "data" {
+                self.load_data(c, report)?;
+                data_done = true;
+                continue;
+            }
+            report.statements += 1;
+            self.exec(c, step.phase, &step.sql)?;
+        }
+        if !data_done {
+            self.load_data(c, report)?;
+        }
+        self.exec(c, "search path", "RESET search_path")?;
+        if self.full() {
+            let mv = self.source.read_text("db/matviews.sql")?;
+            for s in split_statements(&mv) {
+                self.exec(c, "refreshing materialised views", &s)?;
+            }
+        }
+        if self.opts.disable_cron {
+            let has_cron: bool = self
+                .b(c.query_one("SELECT to_regclass('cron.job') IS NOT NULL", &[]))
+                .map_err(SupabaseError::db)?
+                .get(0);
+            if has_cron {
+                self.exec(c, "disabling cron jobs", "UPDATE cron.job SET active = false")?;
+                report.notices.push("pg_cron jobs restored inactive (--disable-cron)".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn load_data(&self, c: &Client, report: &mut DbRestoreReport) -> SupabaseResult<()> {
+        let tables: Vec<(String, String, String, u64)> =
+            self.snapshot.tables().into_iter().filter(|(s, n, _, _)| self.selected(s, n)).collect();
+        for t in &self.opts.tables {
+            if !tables.iter().any(|(s, n, _, _)| &format!("{s}.{n}") == t) {
+                return Err(SupabaseError::Config(format!("--table {t}: the snapshot has no rows of such a table")));
+            }
+        }
+        // Existing rows are replaced: platform tables (and, for --table, the
+        // named ones) are emptied first; user tables were created empty.
+        let existing: BTreeSet<(String, String)> = {
+            let rows = self
+                .b(c.query(
+                    "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE c.relkind IN ('r', 'p')",
+                    &[],
+                ))
+                .map_err(SupabaseError::db)?;
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+        };
+        let truncate: Vec<String> = tables
+            .iter()
+            .filter(|(s, n, _, _)| existing.contains(&(s.clone(), n.clone())))
+            .filter(|(s, _, _, _)| !self.full() || platform::is_platform_schema(s))
+            .map(|(s, n, _, _)| format!("{}.{}", quote_ident(s), quote_ident(n)))
+            .collect();
+        if !truncate.is_empty() {
+            self.exec(c, "emptying the tables to restore", &format!("TRUNCATE {}", truncate.join(", ")))?;
+        }
+        // Hold back triggers and foreign keys while rows go in.
+        report.replica_mode = match self.b(c.batch_execute("SAVEPOINT snap_replica; SET LOCAL session_replication_role = replica")) {
+            Ok(()) => true,
+            Err(e) => {
+                let _ = self.b(c.batch_execute("ROLLBACK TO SAVEPOINT snap_replica"));
+                report.notices.push(format!(
+                    "session_replication_role = replica was refused ({}); rows were loaded before the snapshot's \
+                     triggers and constraints were created, platform tables in foreign-key order",
+                    pg_message(&e)
+                ));
+                false
+            }
+        };
+        let order = if report.replica_mode { tables.clone() } else { self.b(fk_order(c, tables.clone()))? };
+        for (_, _, path, _) in &order {
+            report.rows += self.copy_table(c, path)?;
+            report.tables += 1;
+        }
+        if self.full() {
+            let existing_los: i64 = self
+                .b(c.query_one("SELECT count(*) FROM pg_largeobject_metadata", &[]))
+                .map_err(SupabaseError::db)?
+                .get(0);
+            if existing_los > 0 {
+                self.exec(c, "removing the target's large objects", "SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+                    ?;
+            }
+            for s in split_statements(&self.source.read_text("db/large_objects.sql")?) {
+                self.exec(c, "large objects", &s)?;
+            }
+        }
+        for s in split_statements(&self.source.read_text("db/sequences.sql")?) {
+            let target_schema = s.split('"').nth(1).unwrap_or_default().to_string();
+            if self.full() || self.opts.schemas.contains(&target_schema) {
+                self.exec(c, "sequence values", &s)?;
+            }
+        }
+        if report.replica_mode {
+            self.exec(c, "replica mode off", "SET LOCAL session_replication_role = origin")?;
+        }
+        if !self.full() {
+            self.b(check_foreign_keys(c, &tables))?;
+        }
+        Ok(())
+    }
+
+    /// COPY one table's stream: its first line is the COPY statement, the
+    /// last is the `\.` terminator; rows go in 256 KiB writes.
+    fn copy_table(&self, c: &Client, path: &str) -> SupabaseResult<u64> {
+        // The stream is read on a blocking thread into a bounded channel.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+        let path_owned = path.to_string();
+        let source: &dyn StreamSource = self.source;
+        let result = std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(256 * 1024) };
+                let r = source.copy_to(&path_owned, &mut w).and_then(|_| {
+                    w.flush().map_err(|e| SupabaseError::Tool(e.to_string()))
+                });
+                if let Err(e) = r {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                }
+            });
+            self.handle.block_on(async {
+                let mut header = Vec::new();
+                let mut first: Option<bytes::Bytes> = None;
+                // Read up to the end of the first line: the COPY statement.
+                while let Some(chunk) = rx.recv().await {
+                    let chunk = chunk.map_err(|e| SupabaseError::Tool(format!("reading {path}: {e}")))?;
+                    if let Some(p) = chunk.iter().position(|&b| b == b'\n') {
+                        header.extend_from_slice(&chunk[..p]);
+                        first = Some(chunk.slice(p + 1..));
+                        break;
+                    }
+                    header.extend_from_slice(&chunk);
+                }
+                let header = String::from_utf8_lossy(&header).to_string();
+                let stmt = header.trim_end_matches(';').replace(" FROM stdin", " FROM STDIN");
+                if !stmt.starts_with("COPY ") {
+                    return Err(SupabaseError::Database(format!("{path} is not a COPY stream")));
+                }
+                let sink = c.copy_in::<_, bytes::Bytes>(stmt.as_str()).await.map_err(|e| exec_err("loading rows", &stmt, &e))?;
+                futures_util::pin_mut!(sink);
+                let mut rows = 0u64;
+                // Hold back the last 3 bytes (`\.\n`) until the end.
+                let mut tail: Vec<u8> = Vec::new();
+                let mut pending = first.into_iter().map(Ok).collect::<Vec<_>>();
+                loop {
+                    let next = match pending.pop() {
+                        Some(x) => Some(x),
+                        None => rx.recv().await,
+                    };
+                    let Some(chunk) = next else { break };
+                    let chunk = chunk.map_err(|e| SupabaseError::Tool(format!("reading {path}: {e}")))?;
+                    tail.extend_from_slice(&chunk);
+                    if tail.len() > 3 {
+                        let send = tail.len() - 3;
+                        let data: Vec<u8> = tail.drain(..send).collect();
+                        rows += data.iter().filter(|&&b| b == b'\n').count() as u64;
+                        sink.send(bytes::Bytes::from(data)).await.map_err(|e| exec_err("loading rows", &stmt, &e))?;
+                    }
+                }
+                if tail != b"\\.\n" {
+                    return Err(SupabaseError::Database(format!("{path} does not end with the COPY terminator")));
+                }
+                sink.as_mut().finish().await.map_err(|e| exec_err("loading rows", &stmt, &e))?;
+                Ok(rows)
+            })
+        });
+        result
+    }
+}
+
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 256 * 1024 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let b = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(256 * 1024)));
+            self.tx.blocking_send(Ok(b)).map_err(|_| std::io::Error::other("loader stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Tables ordered so that referenced tables load before referencing ones
+/// (by the target's foreign keys); cycles keep their snapshot order.
+async fn fk_order(c: &Client, tables: Vec<(String, String, String, u64)>) -> SupabaseResult<Vec<(String, String, String, u64)>> {
+    let rows = c
+        .query(
+            "SELECT cn.nspname::text, cc.relname::text, pn.nspname::text, pc.relname::text
+             FROM pg_constraint k
+             JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+             JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+             WHERE k.contype = 'f'",
+            &[],
+        )
+        .await
+        .map_err(SupabaseError::db)?;
+    let deps: Vec<((String, String), (String, String))> =
+        rows.iter().map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3)))).collect();
+    let mut done: Vec<(String, String, String, u64)> = Vec::new();
+    let mut left = tables;
+    while !left.is_empty() {
+        let ready = left.iter().position(|(s, n, _, _)| {
+            deps.iter().filter(|(child, parent)| child == &(s.clone(), n.clone()) && parent != child).all(|(_, parent)| {
+                !left.iter().any(|(ps, pn, _, _)| (ps, pn) == (&parent.0, &parent.1))
+            })
+        });
+        let i = ready.unwrap_or(0);
+        done.push(left.remove(i));
+    }
+    Ok(done)
+}
+
+/// After `--table`, every foreign key into or out of the restored tables
+/// must hold; a violation rolls the restore back with a report.
+async fn check_foreign_keys(c: &Client, tables: &[(String, String, String, u64)]) -> SupabaseResult<()> {
+    let rows = c
+        .query(
+            "SELECT k.conname::text, cn.nspname::text, cc.relname::text, pn.nspname::text, pc.relname::text,
+                    ARRAY(SELECT quote_ident(a.attname) FROM unnest(k.conkey) WITH ORDINALITY u(n, o)
+                          JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.o),
+                    ARRAY(SELECT quote_ident(a.attname) FROM unnest(k.confkey) WITH ORDINALITY u(n, o)
+                          JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.o)
+             FROM pg_constraint k
+             JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+             JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+             WHERE k.contype = 'f'",
+            &[],
+        )
+        .await
+        .map_err(SupabaseError::db)?;
+    let touched: HashSet<(String, String)> = tables.iter().map(|(s, n, _, _)| (s.clone(), n.clone())).collect();
+    let mut violations = Vec::new();
+    for r in rows {
+        let (name, cs, cn, ps, pn): (String, String, String, String, String) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        if !touched.contains(&(cs.clone(), cn.clone())) && !touched.contains(&(ps.clone(), pn.clone())) {
+            continue;
+        }
+        let ck: Vec<String> = r.get(5);
+        let pk: Vec<String> = r.get(6);
+        let not_null = ck.iter().map(|k| format!("c.{k} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
+        let join = ck.iter().zip(&pk).map(|(a, b)| format!("p.{b} = c.{a}")).collect::<Vec<_>>().join(" AND ");
+        let sql = format!(
+            "SELECT count(*) FROM {}.{} c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {}.{} p WHERE {join})",
+            quote_ident(&cs),
+            quote_ident(&cn),
+            quote_ident(&ps),
+            quote_ident(&pn)
+        );
+        let n: i64 = c.query_one(&sql, &[]).await.map_err(SupabaseError::db)?.get(0);
+        if n > 0 {
+            violations.push(format!("{n} rows of {cs}.{cn} break foreign key {name} to {ps}.{pn}"));
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(SupabaseError::Database(format!(
+            "the restored rows would break foreign keys: {}; nothing was changed (restore the related tables too)",
+            violations.join("; ")
+        )))
+    }
+}
+
+/// Quote a role for messages and SQL.
+pub fn role_literal(r: &str) -> String {
+    quote_literal(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_additions_add_columns_and_user_objects_only() {
+        let snap = vec![
+            "CREATE TABLE \"auth\".\"users\" (\n    \"id\" \"uuid\" NOT NULL,\n    \"email\" character varying(255),\n    \"referral_code\" \"text\" DEFAULT 'x, y'::\"text\"\n)".to_string(),
+            "CREATE INDEX \"users_email_lower_idx\" ON \"auth\".\"users\" USING \"btree\" (\"lower\"((\"email\")::\"text\"))".to_string(),
+            "CREATE TRIGGER \"on_auth_user_created\" AFTER INSERT ON \"auth\".\"users\" FOR EACH ROW EXECUTE FUNCTION \"public\".\"handle_new_user\"()".to_string(),
+            "CREATE INDEX \"users_instance_id_idx\" ON \"auth\".\"users\" USING \"btree\" (\"instance_id\")".to_string(),
+            "CREATE POLICY \"avatar uploads\" ON \"storage\".\"objects\" FOR INSERT TO \"authenticated\" WITH CHECK (true)".to_string(),
+        ];
+        let target = vec![
+            "CREATE TABLE \"auth\".\"users\" (\n    \"id\" \"uuid\" NOT NULL,\n    \"email\" character varying(255)\n)".to_string(),
+            "CREATE INDEX  \"users_instance_id_idx\" ON \"auth\".\"users\" USING \"btree\" (\"instance_id\")".to_string(),
+        ];
+        let add = platform_additions(&snap, &target, &["public".to_string()]);
+        assert_eq!(add.len(), 4, "{add:#?}");
+        assert_eq!(add[0], "ALTER TABLE \"auth\".\"users\" ADD COLUMN IF NOT EXISTS \"referral_code\" \"text\" DEFAULT 'x, y'::\"text\"");
+        assert!(add[1].starts_with("CREATE INDEX IF NOT EXISTS \"users_email_lower_idx\""));
+        assert!(add[2].starts_with("CREATE OR REPLACE TRIGGER \"on_auth_user_created\""));
+        assert!(add[3].starts_with("DROP POLICY IF EXISTS \"avatar uploads\" ON \"storage\".\"objects\"; CREATE POLICY"));
+    }
+}
