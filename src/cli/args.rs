@@ -52,7 +52,7 @@ pub enum Command {
     /// Repository statistics
     Stats,
     /// Restore a snapshot's files into a directory
-    Restore(RestoreArgs),
+    Restore(Box<RestoreArgs>),
     /// Write one file of a snapshot to standard output
     Dump { snapshot: String, path: String },
     /// Verify the repository's structure and, optionally, its data
@@ -157,12 +157,45 @@ pub struct ProjectArgs {
 pub struct RestoreArgs {
     /// Snapshot id (unique prefix of 6+ hex digits) or `latest`
     pub snapshot: String,
-    /// Directory to restore into (created if missing)
+    /// Write the snapshot's files into this directory instead of restoring
+    /// a project (created if missing)
     #[arg(long)]
-    pub target: PathBuf,
-    /// Restore only paths matching this glob (repeatable)
+    pub target: Option<PathBuf>,
+    /// With --target: restore only paths matching this glob (repeatable)
     #[arg(long = "include", value_name = "PATTERN")]
     pub include: Vec<String>,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Restore only this part of the project: db or storage
+    #[arg(long, value_name = "PART")]
+    pub only: Option<String>,
+    /// Replace just this table's rows (SCHEMA.TABLE, repeatable)
+    #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+    pub tables: Vec<String>,
+    /// Replace just the rows of this schema's tables (repeatable)
+    #[arg(long = "schema", value_name = "NAME")]
+    pub schemas: Vec<String>,
+    /// Restore just this bucket (repeatable)
+    #[arg(long = "bucket", value_name = "NAME")]
+    pub buckets: Vec<String>,
+    /// Leave this table's rows out (SCHEMA.TABLE, repeatable)
+    #[arg(long = "exclude-table", value_name = "SCHEMA.TABLE")]
+    pub exclude_tables: Vec<String>,
+    /// Print what would be dropped, created, loaded, uploaded and deleted; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the cleaned SQL the restore runs into this directory
+    #[arg(long, value_name = "DIR")]
+    pub emit_sql: Option<PathBuf>,
+    /// Do not ask for confirmation (for scripts)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Restore pg_cron jobs inactive
+    #[arg(long)]
+    pub disable_cron: bool,
+    /// Storage objects uploaded at once
+    #[arg(long, default_value_t = 8)]
+    pub storage_concurrency: usize,
 }
 
 #[derive(Args, Debug)]

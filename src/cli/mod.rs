@@ -417,22 +417,18 @@ fn cmd_stats(ctx: &Context) -> CliResult {
 }
 
 fn cmd_restore(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
+    let Some(target) = &a.target else { return project::cmd_restore_project(ctx, a) };
     let repo = ctx.open()?;
     let _lock = ctx.lock(&repo, LockKind::Shared, "restore")?;
     repo.load_index()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
-    ctx.out.note(&format!(
-        "restoring snapshot {} of {} into {}",
-        id.short(),
-        local_time(&snap.time),
-        a.target.display()
-    ));
+    ctx.out.note(&format!("restoring snapshot {} of {} into {}", id.short(), local_time(&snap.time), target.display()));
     let progress = Arc::new(WorkProgress::default());
     let display = ProgressDisplay::work(ctx.out, "files", progress.clone());
     let report = restore::restore(
         &repo,
         &snap,
-        &restore::RestoreOptions { target: a.target.clone(), include: a.include.clone(), progress },
+        &restore::RestoreOptions { target: target.clone(), include: a.include.clone(), progress },
     )?;
     drop(display);
     for e in &report.errors {

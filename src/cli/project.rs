@@ -6,13 +6,17 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::output::{bytes, exit, ProgressDisplay};
+use std::io::IsTerminal;
+
+use super::output::{bytes, exit, local_time, ProgressDisplay};
 use super::{args, parse_time, CliError, CliResult, Context};
 use crate::repo::lock::LockKind;
 use crate::repo::saver::Progress;
 use crate::supabase::backup::{backup_project, BackupOptions};
 use crate::supabase::dbdump::DbObserver;
-use crate::supabase::project::{load_project, Parts};
+use crate::supabase::dbrestore::DbRestoreOptions;
+use crate::supabase::project::{load_project, Parts, Project};
+use crate::supabase::restore::{self, RestoreOptions};
 use crate::supabase::settings::{SettingsSource, UrlFlags};
 use crate::supabase::storage_backup::StorageObserver;
 use crate::supabase::SupabaseError;
@@ -173,6 +177,140 @@ pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     if missing > 0 {
         eprintln!("snap: {missing} objects could not be read; the snapshot lists them as missing");
         return Ok(exit::PARTIAL);
+    }
+    Ok(exit::OK)
+}
+
+/// The name a user types to confirm: the hosted project's ref, else
+/// `host:port/database`, else the Storage URL.
+fn confirmation_name(project: &Project) -> String {
+    if let Some(db) = &project.db {
+        return db.project_ref().unwrap_or_else(|| db.display());
+    }
+    if let Some(r) = project
+        .url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(|h| h.split('.').next().unwrap_or(h).to_string()))
+    {
+        return r;
+    }
+    project.storage.as_ref().map(|s| s.url.clone()).unwrap_or_default()
+}
+
+fn ask(prompt: &str) -> Result<String, CliError> {
+    eprint!("{prompt}");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| CliError::usage(format!("cannot read the answer: {e}")))?;
+    Ok(line.trim().to_string())
+}
+
+pub fn cmd_restore_project(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
+    if !a.include.is_empty() {
+        return Err(CliError::usage("--include goes with --target DIR"));
+    }
+    for t in a.tables.iter().chain(&a.exclude_tables) {
+        if !t.contains('.') {
+            return Err(CliError::usage(format!("tables are given as SCHEMA.TABLE, not {t:?}")));
+        }
+    }
+    let parts = Parts::parse(a.only.as_deref())?;
+    let source = SettingsSource::load(a.project.env_file.as_deref())?;
+    let project = load_project(&source, &url_flags(&a.project), parts)?;
+    let repo = ctx.open()?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let identity = project.identity();
+    // The same lock as a backup of this project: no nightly create mid-restore.
+    let scope = format!("create {identity}");
+    let _lock = ctx.lock_scoped(&repo, LockKind::Shared, &format!("restore into {identity}"), Some(&scope))?;
+    let opts = RestoreOptions {
+        parts,
+        db: DbRestoreOptions {
+            tables: a.tables.clone(),
+            schemas: a.schemas.clone(),
+            exclude_tables: a.exclude_tables.clone(),
+            disable_cron: a.disable_cron,
+        },
+        buckets: a.buckets.clone(),
+        dry_run: a.dry_run,
+        emit_sql: a.emit_sql.clone(),
+        storage_concurrency: a.storage_concurrency,
+    };
+    if !a.dry_run && !a.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::usage("restore overwrites the project: confirm on a terminal, or pass --yes"));
+        }
+        let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::new(exit::ERROR, e.to_string()))?;
+        let now = restore::target_summary(&project, rt.handle())?;
+        eprintln!("Restore will OVERWRITE this project:");
+        eprintln!("  database:    {}", now.database.as_deref().unwrap_or("(not restored)"));
+        eprintln!("  project URL: {}", now.project_url.as_deref().unwrap_or("(not set)"));
+        eprintln!(
+            "  now holds:   {} tables, about {} rows, {} objects",
+            now.tables,
+            now.rows,
+            now.objects.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+        );
+        eprintln!("with snapshot {} of {} from {}", id.short(), local_time(&snap.time), snap.source.describe());
+        let name = confirmation_name(&project);
+        if ask(&format!("Type {name} to continue: "))? != name {
+            return Err(CliError::usage("not confirmed; nothing was changed"));
+        }
+        let not_empty = now.tables > 0 || now.objects.unwrap_or(0) > 0;
+        if not_empty || snap.source.describe() == identity {
+            let why =
+                if snap.source.describe() == identity { "it is the snapshot's own source" } else { "it is not empty" };
+            if ask(&format!("The project will be replaced and {why}. Type {name} again to confirm: "))? != name {
+                return Err(CliError::usage("not confirmed; nothing was changed"));
+            }
+        }
+    }
+    let report = restore::restore_project(&repo, &snap, &project, &opts)?;
+    for w in &report.warnings {
+        eprintln!("snap: warning: {w}");
+    }
+    if ctx.out.json {
+        let mut v = serde_json::to_value(&report).expect("report serialises");
+        v["snapshot_id"] = json!(id);
+        ctx.out.json(&v);
+        return Ok(exit::OK);
+    }
+    if let Some(plan) = &report.plan {
+        println!("{}", serde_json::to_string_pretty(plan).expect("plan serialises"));
+        if a.dry_run {
+            println!("dry run: nothing was changed");
+            return Ok(exit::OK);
+        }
+    }
+    if !ctx.out.quiet {
+        for n in &report.notices {
+            eprintln!("snap: {n}");
+        }
+        for s in &report.skipped_statements {
+            eprintln!(
+                "snap: not run ({}): {}",
+                s["rule"].as_str().unwrap_or_default(),
+                s["statement"].as_str().unwrap_or_default()
+            );
+        }
+        println!(
+            "restored snapshot {}: {} tables, {} rows, {} statements; {} buckets, {} objects uploaded ({}), {} unchanged, {} deleted",
+            id.short(),
+            report.tables,
+            report.rows,
+            report.statements,
+            report.buckets,
+            report.objects_uploaded,
+            bytes(report.bytes_uploaded),
+            report.objects_unchanged,
+            report.objects_deleted
+        );
+        if !report.login_roles_needing_password.is_empty() {
+            println!(
+                "login roles restored without a password (set one with ALTER ROLE … PASSWORD): {}",
+                report.login_roles_needing_password.join(", ")
+            );
+        }
     }
     Ok(exit::OK)
 }

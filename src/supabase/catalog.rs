@@ -319,3 +319,31 @@ pub async fn unreadable_platform_objects(c: &Client) -> SupabaseResult<(Vec<Stri
         .collect();
     Ok((schemas, tables))
 }
+
+/// The platform's schema versions, from its migrators' own tables: a
+/// restore into a project whose versions differ may meet other columns.
+pub async fn platform_versions(c: &Client) -> SupabaseResult<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for (key, sql) in [
+        ("auth", "SELECT max(version)::text FROM auth.schema_migrations"),
+        (
+            "storage",
+            "SELECT max(name)::text FROM storage.migrations WHERE id = (SELECT max(id) FROM storage.migrations)",
+        ),
+    ] {
+        let table = if key == "auth" { "auth.schema_migrations" } else { "storage.migrations" };
+        let readable: bool = c
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL AND has_table_privilege(to_regclass($1), 'SELECT')",
+                &[&table],
+            )
+            .await
+            .map_err(SupabaseError::db)?
+            .get(0);
+        if readable {
+            let v: Option<String> = c.query_one(sql, &[]).await.map_err(SupabaseError::db)?.get(0);
+            out.insert(key.to_string(), serde_json::json!(v));
+        }
+    }
+    Ok(serde_json::Value::Object(out))
+}

@@ -86,6 +86,8 @@ pub struct DbManifest {
     pub large_objects: usize,
     pub materialized_views: Vec<String>,
     pub platform_user_objects: Vec<PlatformUserObject>,
+    /// Newest migration of the platform's auth and storage migrators.
+    pub platform_versions: serde_json::Value,
     pub streams: Vec<String>,
 }
 
@@ -173,6 +175,7 @@ pub fn backup_database(
     let matviews = handle.block_on(catalog::materialized_views(&coordinator))?;
     let platform_user_objects = handle.block_on(catalog::platform_user_objects(&coordinator))?;
     let login_roles = handle.block_on(catalog::user_login_roles(&coordinator))?;
+    let platform_versions = handle.block_on(catalog::platform_versions(&coordinator))?;
     let (closed_schemas, closed_tables) = handle.block_on(catalog::unreadable_platform_objects(&coordinator))?;
     let platform_dumped: Vec<String> =
         platform_schemas.iter().filter(|s| !closed_schemas.contains(s)).cloned().collect();
@@ -325,6 +328,7 @@ pub fn backup_database(
         large_objects: shared.large_objects.load(Ordering::Relaxed) as usize,
         materialized_views: matviews.iter().map(|(s, n)| format!("{s}.{n}")).collect(),
         platform_user_objects,
+        platform_versions,
         streams: streams.iter().map(|s| s.path.join("/")).collect(),
     };
     Ok((streams, manifest))
@@ -392,16 +396,14 @@ fn run_task(shared: &Shared, client: &Client, task: Task) -> SupabaseResult<DbSt
             (vec!["db", "schema.sql"], save_child(shared, cmd, "pg_dump --schema-only")?)
         }
         Task::PlatformSchema => {
-            let mut cmd = pgtools::command(&shared.pg_dump, shared.target);
-            cmd.args(["--schema-only", "--quote-all-identifiers"]);
+            let mut cmd = platform_schema_command(
+                &shared.pg_dump,
+                shared.target,
+                &shared.platform_schemas,
+                &shared.closed_tables,
+            );
             if let Some(s) = &shared.snapshot {
                 cmd.arg(format!("--snapshot={s}"));
-            }
-            for p in &shared.platform_schemas {
-                cmd.arg(format!("--schema={}", quote_ident(p)));
-            }
-            for (s, n) in &shared.closed_tables {
-                cmd.arg(format!("--exclude-table={}.{}", quote_ident(s), quote_ident(n)));
             }
             if shared.platform_schemas.is_empty() {
                 (vec!["db", "platform_schema.sql"], save_bytes(shared, "platform_schema.sql", Vec::new())?)
@@ -433,6 +435,25 @@ fn run_task(shared: &Shared, client: &Client, task: Task) -> SupabaseResult<DbSt
         }
     };
     Ok(DbStream { path: path.into_iter().map(String::from).collect(), content })
+}
+
+/// pg_dump of the platform schemas' definitions, leaving out the tables
+/// the connection cannot lock (pg_dump locks every table it describes).
+pub fn platform_schema_command(
+    tool: &PgTool,
+    target: &DbTarget,
+    schemas: &[String],
+    closed_tables: &[(String, String)],
+) -> std::process::Command {
+    let mut cmd = pgtools::command(tool, target);
+    cmd.args(["--schema-only", "--quote-all-identifiers"]);
+    for p in schemas {
+        cmd.arg(format!("--schema={}", quote_ident(p)));
+    }
+    for (s, n) in closed_tables {
+        cmd.arg(format!("--exclude-table={}.{}", quote_ident(s), quote_ident(n)));
+    }
+    cmd
 }
 
 fn save_bytes(shared: &Shared, label: &str, bytes: Vec<u8>) -> SupabaseResult<Content> {

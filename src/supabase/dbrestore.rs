@@ -39,6 +39,26 @@ pub trait StreamSource: Sync {
     fn read_text(&self, path: &str) -> SupabaseResult<String>;
     /// Write a stream's bytes to `out`.
     fn copy_to(&self, path: &str, out: &mut dyn Write) -> SupabaseResult<u64>;
+    /// A stream's first line.
+    fn read_head(&self, path: &str) -> SupabaseResult<String> {
+        struct FirstLine(Vec<u8>);
+        impl Write for FirstLine {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                if let Some(p) = b.iter().position(|&c| c == b'\n') {
+                    self.0.extend_from_slice(&b[..p]);
+                    return Err(std::io::Error::other("first line read"));
+                }
+                self.0.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = FirstLine(Vec::new());
+        let _ = self.copy_to(path, &mut w);
+        Ok(String::from_utf8_lossy(&w.0).into_owned())
+    }
 }
 
 #[derive(Default)]
@@ -274,17 +294,23 @@ fn idempotent(stmt: &str) -> String {
     }
 }
 
-/// The target's platform schemas' DDL, by pg_dump on the target.
-fn target_platform_ddl(target: &DbTarget, server_major: u32, schemas: &[String]) -> SupabaseResult<String> {
+/// The target's platform schemas' DDL, by pg_dump on the target (the
+/// schemas the snapshot has that the target has and lets us read).
+fn target_platform_ddl(
+    handle: &Handle,
+    target: &DbTarget,
+    server_major: u32,
+    wanted: &[String],
+) -> SupabaseResult<String> {
+    let c = handle.block_on(target.connect())?;
+    let (_, present) = handle.block_on(super::catalog::schemas(&c))?;
+    let (closed, closed_tables) = handle.block_on(super::catalog::unreadable_platform_objects(&c))?;
+    let schemas: Vec<String> = wanted.iter().filter(|s| present.contains(s) && !closed.contains(s)).cloned().collect();
     if schemas.is_empty() {
         return Ok(String::new());
     }
     let tool = pgtools::find_tool("pg_dump", server_major)?;
-    let mut cmd = pgtools::command(&tool, target);
-    cmd.args(["--schema-only", "--quote-all-identifiers"]);
-    for s in schemas {
-        cmd.arg(format!("--schema={}", quote_ident(s)));
-    }
+    let cmd = super::dbdump::platform_schema_command(&tool, target, &schemas, &closed_tables);
     let (child, stdout) = ChildStream::spawn(cmd, "pg_dump of the target's platform schemas")?;
     let mut text = String::new();
     std::io::Read::read_to_string(&mut RestrictFilter::new(stdout), &mut text)
@@ -337,7 +363,14 @@ impl Restorer<'_> {
         }
         let roles = self.source.read_text("db/roles.sql")?;
         for s in cleaned(Stream::Roles, &roles, &cx, report) {
-            steps.push(Step { phase: "roles", sql: s });
+            // Settings on platform roles (pgrst.* on authenticator…) are
+            // allowed by the platform's own extension where it has one; a
+            // plain server refuses them to non-superusers.
+            let head = normalize_head(&s, 200);
+            let on_platform_role = head.starts_with("ALTER ROLE ")
+                && head.contains(" SET ")
+                && head.split('"').nth(1).is_some_and(platform::is_reserved_role);
+            steps.push(Step { phase: if on_platform_role { "platform role settings" } else { "roles" }, sql: s });
         }
         let schema = self.source.read_text("db/schema.sql")?;
         let (pre, post): (Vec<String>, Vec<String>) =
@@ -345,7 +378,7 @@ impl Restorer<'_> {
         let user_schemas = self.snapshot.strings("user_schemas");
         let platform_schemas = self.snapshot.strings("platform_schemas");
         let platform_snap = cleaned(Stream::Platform, &self.source.read_text("db/platform_schema.sql")?, &cx, report);
-        let platform_target_text = target_platform_ddl(self.target, server_major, &platform_schemas)?;
+        let platform_target_text = target_platform_ddl(self.handle, self.target, server_major, &platform_schemas)?;
         let platform_target = cleaned(Stream::Platform, &platform_target_text, &cx, &mut DbRestoreReport::default());
         let additions = platform_additions(&platform_snap, &platform_target, &user_schemas);
         let (ppre, ppost): (Vec<String>, Vec<String>) =
@@ -385,13 +418,34 @@ impl Restorer<'_> {
             for r in rows {
                 let s: String = r.get(0);
                 if !platform::is_platform_schema(&s) {
-                    self.exec(c, "dropping the target's user schemas", &format!("DROP SCHEMA {} CASCADE", quote_ident(&s)))
-                        ?;
+                    self.exec(
+                        c,
+                        "dropping the target's user schemas",
+                        &format!("DROP SCHEMA {} CASCADE", quote_ident(&s)),
+                    )?;
                 }
             }
+            // Publications live outside schemas: the user's are replaced too.
+            let pubs = self
+                .b(c.query(
+                    "SELECT pubname::text FROM pg_publication WHERE pubname <> 'supabase_realtime' AND pg_has_role(pubowner, 'USAGE')",
+                    &[],
+                ))
+                .map_err(SupabaseError::db)?;
+            for p in pubs {
+                let name: String = p.get(0);
+                self.exec(
+                    c,
+                    "dropping the target's publications",
+                    &format!("DROP PUBLICATION {}", quote_ident(&name)),
+                )?;
+            }
             // The public schema as initdb makes it (its grants follow from schema.sql).
-            self.exec(c, "recreating schema public", "CREATE SCHEMA IF NOT EXISTS public; GRANT USAGE ON SCHEMA public TO PUBLIC")
-                ?;
+            self.exec(
+                c,
+                "recreating schema public",
+                "CREATE SCHEMA IF NOT EXISTS public; GRANT USAGE ON SCHEMA public TO PUBLIC",
+            )?;
             for e in self.snapshot.manifest["extensions"].as_array().into_iter().flatten() {
                 let (Some(name), Some(schema)) = (e["name"].as_str(), e["schema"].as_str()) else { continue };
                 if name == "plpgsql" || !platform::is_platform_schema(schema) {
@@ -413,6 +467,22 @@ impl Restorer<'_> {
                 continue;
             }
             report.statements += 1;
+            if step.phase == "platform role settings" {
+                let attempt = format!("SAVEPOINT snap_setting; {}; RELEASE SAVEPOINT snap_setting", step.sql);
+                if let Err(e) = self.b(c.batch_execute(&attempt)) {
+                    self.exec(
+                        c,
+                        "platform role settings",
+                        "ROLLBACK TO SAVEPOINT snap_setting; RELEASE SAVEPOINT snap_setting",
+                    )?;
+                    report.notices.push(format!(
+                        "not restored ({}): {}; apply it with the platform's tools",
+                        pg_message(&e),
+                        normalize_head(&step.sql, 160)
+                    ));
+                }
+                continue;
+            }
             self.exec(c, step.phase, &step.sql)?;
         }
         if !data_done {
@@ -468,18 +538,19 @@ impl Restorer<'_> {
             self.exec(c, "emptying the tables to restore", &format!("TRUNCATE {}", truncate.join(", ")))?;
         }
         // Hold back triggers and foreign keys while rows go in.
-        report.replica_mode = match self.b(c.batch_execute("SAVEPOINT snap_replica; SET LOCAL session_replication_role = replica")) {
-            Ok(()) => true,
-            Err(e) => {
-                let _ = self.b(c.batch_execute("ROLLBACK TO SAVEPOINT snap_replica"));
-                report.notices.push(format!(
-                    "session_replication_role = replica was refused ({}); rows were loaded before the snapshot's \
+        report.replica_mode =
+            match self.b(c.batch_execute("SAVEPOINT snap_replica; SET LOCAL session_replication_role = replica")) {
+                Ok(()) => true,
+                Err(e) => {
+                    let _ = self.b(c.batch_execute("ROLLBACK TO SAVEPOINT snap_replica"));
+                    report.notices.push(format!(
+                        "session_replication_role = replica was refused ({}); rows were loaded before the snapshot's \
                      triggers and constraints were created, platform tables in foreign-key order",
-                    pg_message(&e)
-                ));
-                false
-            }
-        };
+                        pg_message(&e)
+                    ));
+                    false
+                }
+            };
         let order = if report.replica_mode { tables.clone() } else { self.b(fk_order(c, tables.clone()))? };
         for (_, _, path, _) in &order {
             report.rows += self.copy_table(c, path)?;
@@ -491,8 +562,11 @@ impl Restorer<'_> {
                 .map_err(SupabaseError::db)?
                 .get(0);
             if existing_los > 0 {
-                self.exec(c, "removing the target's large objects", "SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
-                    ?;
+                self.exec(
+                    c,
+                    "removing the target's large objects",
+                    "SELECT lo_unlink(oid) FROM pg_largeobject_metadata",
+                )?;
             }
             for s in split_statements(&self.source.read_text("db/large_objects.sql")?) {
                 self.exec(c, "large objects", &s)?;
@@ -516,6 +590,57 @@ impl Restorer<'_> {
     /// COPY one table's stream: its first line is the COPY statement, the
     /// last is the `\.` terminator; rows go in 256 KiB writes.
     fn copy_table(&self, c: &Client, path: &str) -> SupabaseResult<u64> {
+        self.copy_stream(c, path, None)
+    }
+
+    /// After Storage uploads (which give objects new versions and times),
+    /// put the snapshot's owner, version, timestamps and metadata back on
+    /// the `storage.objects` rows, matched by bucket and name.
+    pub fn restore_object_rows(&self) -> SupabaseResult<u64> {
+        let path = "db/data/storage/objects.sql";
+        let c = self.b(self.target.connect())?;
+        self.exec(&c, "begin", "BEGIN")?;
+        let r = (|| {
+            // The platform's update trigger would stamp updated_at with now().
+            if self.b(c.batch_execute("SAVEPOINT snap_replica; SET LOCAL session_replication_role = replica")).is_err()
+            {
+                self.exec(&c, "object rows", "ROLLBACK TO SAVEPOINT snap_replica")?;
+            }
+            self.exec(&c, "object rows", "CREATE TEMP TABLE snap_objects (LIKE storage.objects) ON COMMIT DROP")?;
+            self.copy_stream(&c, path, Some("pg_temp.snap_objects"))?;
+            let header = self.source.read_head(path)?;
+            let cols: Vec<String> = header
+                .split_once('(')
+                .and_then(|(_, r)| r.rsplit_once(')'))
+                .map(|(cols, _)| cols.split(", ").map(|c| c.trim().to_string()).collect())
+                .unwrap_or_default();
+            let keep = ["\"id\"", "\"bucket_id\"", "\"name\""];
+            let set: Vec<String> =
+                cols.iter().filter(|c| !keep.contains(&c.as_str())).map(|c| format!("{c} = t.{c}")).collect();
+            if set.is_empty() {
+                return Ok(0);
+            }
+            let sql = format!(
+                "UPDATE storage.objects o SET {} FROM pg_temp.snap_objects t WHERE o.bucket_id = t.bucket_id AND o.name = t.name",
+                set.join(", ")
+            );
+            let n = self.b(c.execute(sql.as_str(), &[])).map_err(|e| exec_err("object rows", &sql, &e))?;
+            Ok(n)
+        })();
+        match r {
+            Ok(n) => {
+                self.exec(&c, "commit", "COMMIT")?;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = self.b(c.batch_execute("ROLLBACK"));
+                Err(e)
+            }
+        }
+    }
+
+    /// COPY a stream, into its own table or `into`.
+    fn copy_stream(&self, c: &Client, path: &str, into: Option<&str>) -> SupabaseResult<u64> {
         // The stream is read on a blocking thread into a bounded channel.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
         let path_owned = path.to_string();
@@ -523,9 +648,9 @@ impl Restorer<'_> {
         let result = std::thread::scope(|s| {
             s.spawn(move || {
                 let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(256 * 1024) };
-                let r = source.copy_to(&path_owned, &mut w).and_then(|_| {
-                    w.flush().map_err(|e| SupabaseError::Tool(e.to_string()))
-                });
+                let r = source
+                    .copy_to(&path_owned, &mut w)
+                    .and_then(|_| w.flush().map_err(|e| SupabaseError::Tool(e.to_string())));
                 if let Err(e) = r {
                     let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
                 }
@@ -544,11 +669,17 @@ impl Restorer<'_> {
                     header.extend_from_slice(&chunk);
                 }
                 let header = String::from_utf8_lossy(&header).to_string();
-                let stmt = header.trim_end_matches(';').replace(" FROM stdin", " FROM STDIN");
+                let mut stmt = header.trim_end_matches(';').replace(" FROM stdin", " FROM STDIN");
+                if let (Some(table), Some(open)) = (into, stmt.find(" (")) {
+                    stmt = format!("COPY {table}{}", &stmt[open..]);
+                }
                 if !stmt.starts_with("COPY ") {
                     return Err(SupabaseError::Database(format!("{path} is not a COPY stream")));
                 }
-                let sink = c.copy_in::<_, bytes::Bytes>(stmt.as_str()).await.map_err(|e| exec_err("loading rows", &stmt, &e))?;
+                let sink = c
+                    .copy_in::<_, bytes::Bytes>(stmt.as_str())
+                    .await
+                    .map_err(|e| exec_err("loading rows", &stmt, &e))?;
                 futures_util::pin_mut!(sink);
                 let mut rows = 0u64;
                 // Hold back the last 3 bytes (`\.\n`) until the end.
@@ -604,7 +735,10 @@ impl Write for ChannelWriter {
 
 /// Tables ordered so that referenced tables load before referencing ones
 /// (by the target's foreign keys); cycles keep their snapshot order.
-async fn fk_order(c: &Client, tables: Vec<(String, String, String, u64)>) -> SupabaseResult<Vec<(String, String, String, u64)>> {
+async fn fk_order(
+    c: &Client,
+    tables: Vec<(String, String, String, u64)>,
+) -> SupabaseResult<Vec<(String, String, String, u64)>> {
     let rows = c
         .query(
             "SELECT cn.nspname::text, cc.relname::text, pn.nspname::text, pc.relname::text
@@ -622,9 +756,9 @@ async fn fk_order(c: &Client, tables: Vec<(String, String, String, u64)>) -> Sup
     let mut left = tables;
     while !left.is_empty() {
         let ready = left.iter().position(|(s, n, _, _)| {
-            deps.iter().filter(|(child, parent)| child == &(s.clone(), n.clone()) && parent != child).all(|(_, parent)| {
-                !left.iter().any(|(ps, pn, _, _)| (ps, pn) == (&parent.0, &parent.1))
-            })
+            deps.iter()
+                .filter(|(child, parent)| child == &(s.clone(), n.clone()) && parent != child)
+                .all(|(_, parent)| !left.iter().any(|(ps, pn, _, _)| (ps, pn) == (&parent.0, &parent.1)))
         });
         let i = ready.unwrap_or(0);
         done.push(left.remove(i));
@@ -653,7 +787,8 @@ async fn check_foreign_keys(c: &Client, tables: &[(String, String, String, u64)]
     let touched: HashSet<(String, String)> = tables.iter().map(|(s, n, _, _)| (s.clone(), n.clone())).collect();
     let mut violations = Vec::new();
     for r in rows {
-        let (name, cs, cn, ps, pn): (String, String, String, String, String) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        let (name, cs, cn, ps, pn): (String, String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
         if !touched.contains(&(cs.clone(), cn.clone())) && !touched.contains(&(ps.clone(), pn.clone())) {
             continue;
         }
@@ -702,14 +837,18 @@ mod tests {
             "CREATE POLICY \"avatar uploads\" ON \"storage\".\"objects\" FOR INSERT TO \"authenticated\" WITH CHECK (true)".to_string(),
         ];
         let target = vec![
-            "CREATE TABLE \"auth\".\"users\" (\n    \"id\" \"uuid\" NOT NULL,\n    \"email\" character varying(255)\n)".to_string(),
-            "CREATE INDEX  \"users_instance_id_idx\" ON \"auth\".\"users\" USING \"btree\" (\"instance_id\")".to_string(),
+            "CREATE TABLE \"auth\".\"users\" (\n    \"id\" \"uuid\" NOT NULL,\n    \"email\" character varying(255)\n)"
+                .to_string(),
+            "CREATE INDEX  \"users_instance_id_idx\" ON \"auth\".\"users\" USING \"btree\" (\"instance_id\")"
+                .to_string(),
         ];
         let add = platform_additions(&snap, &target, &["public".to_string()]);
         assert_eq!(add.len(), 4, "{add:#?}");
         assert_eq!(add[0], "ALTER TABLE \"auth\".\"users\" ADD COLUMN IF NOT EXISTS \"referral_code\" \"text\" DEFAULT 'x, y'::\"text\"");
         assert!(add[1].starts_with("CREATE INDEX IF NOT EXISTS \"users_email_lower_idx\""));
         assert!(add[2].starts_with("CREATE OR REPLACE TRIGGER \"on_auth_user_created\""));
-        assert!(add[3].starts_with("DROP POLICY IF EXISTS \"avatar uploads\" ON \"storage\".\"objects\"; CREATE POLICY"));
+        assert!(
+            add[3].starts_with("DROP POLICY IF EXISTS \"avatar uploads\" ON \"storage\".\"objects\"; CREATE POLICY")
+        );
     }
 }

@@ -11,9 +11,10 @@ pub mod pgconn;
 pub mod pgtools;
 pub mod platform;
 pub mod project;
+pub mod restore;
 pub mod restore_rules;
-pub mod sql;
 pub mod settings;
+pub mod sql;
 pub mod storage_api;
 pub mod storage_backup;
 

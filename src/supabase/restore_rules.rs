@@ -25,7 +25,10 @@ pub enum Verdict {
     Keep,
     Rewrite(String),
     /// Not run; the reason is shown when `notice` is true.
-    Skip { rule: &'static str, notice: bool },
+    Skip {
+        rule: &'static str,
+        notice: bool,
+    },
 }
 
 pub struct Context<'a> {
@@ -34,7 +37,8 @@ pub struct Context<'a> {
 }
 
 /// Role settings users may put on platform roles (the Supabase CLI keeps these).
-const ALLOWED_RESERVED_SETTINGS: &[&str] = &["pgaudit.", "pgrst.", "session_replication_role", "statement_timeout", "track_io_timing"];
+const ALLOWED_RESERVED_SETTINGS: &[&str] =
+    &["pgaudit.", "pgrst.", "session_replication_role", "statement_timeout", "track_io_timing"];
 
 struct Rule {
     name: &'static str,
@@ -166,6 +170,16 @@ const RULES: &[Rule] = &[
         },
     },
     Rule {
+        // pg_dumpall (15+) dumps privileges on server parameters, which only
+        // a superuser grants: "permission denied for parameter".
+        name: "privileges on server parameters are the platform's",
+        streams: &[Stream::Roles],
+        apply: |_stmt, head, _cx| {
+            ((head.starts_with("GRANT ") || head.starts_with("REVOKE ")) && head.contains(" ON PARAMETER "))
+                .then_some(Verdict::Skip { rule: "privileges on server parameters are the platform's", notice: false })
+        },
+    },
+    Rule {
         // Event triggers need superuser.
         name: "event triggers need a superuser",
         streams: &[Stream::Schema, Stream::Platform],
@@ -196,7 +210,8 @@ const RULES: &[Rule] = &[
             static T: OnceLock<Regex> = OnceLock::new();
             let r = re(&T, r#"(?is)\s(?:TO|FROM)\s+("(?:[^"]|"")+"|\w+)(?:\s+WITH\s+GRANT\s+OPTION)?\s*$"#);
             let grantee = ident(&r.captures(stmt)?[1]);
-            (grantee == cx.me).then_some(Verdict::Skip { rule: "no grants to the restoring role itself", notice: false })
+            (grantee == cx.me)
+                .then_some(Verdict::Skip { rule: "no grants to the restoring role itself", notice: false })
         },
     },
     Rule {
@@ -283,7 +298,12 @@ mod tests {
     fn real_failures_are_prevented() {
         // 1. must be superuser to change bypassrls attribute
         let v = j(Stream::Roles, "ALTER ROLE \"app_reader\" WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 5");
-        assert_eq!(v, Verdict::Rewrite("ALTER ROLE \"app_reader\" WITH INHERIT NOCREATEROLE NOCREATEDB LOGIN CONNECTION LIMIT 5".into()));
+        assert_eq!(
+            v,
+            Verdict::Rewrite(
+                "ALTER ROLE \"app_reader\" WITH INHERIT NOCREATEROLE NOCREATEDB LOGIN CONNECTION LIMIT 5".into()
+            )
+        );
         // 2. must be member of role "supabase_admin"
         assert!(skipped(&j(Stream::Schema, "ALTER TABLE \"public\".\"legacy_notes\" OWNER TO \"supabase_admin\"")));
         assert_eq!(j(Stream::Schema, "ALTER TABLE \"public\".\"t\" OWNER TO \"app_writers\""), Verdict::Keep);
@@ -296,25 +316,48 @@ mod tests {
         assert!(skipped(&j(Stream::Roles, "CREATE ROLE \"anon\"")));
         assert!(skipped(&j(Stream::Roles, "ALTER ROLE \"supabase_admin\" WITH SUPERUSER")));
         assert!(skipped(&j(Stream::Roles, "GRANT \"app_writers\" TO \"authenticator\" GRANTED BY \"supabase_admin\"")));
-        assert_eq!(j(Stream::Roles, "ALTER ROLE \"authenticator\" SET \"pgrst.db_schemas\" TO 'public, api'"), Verdict::Keep);
+        assert_eq!(
+            j(Stream::Roles, "ALTER ROLE \"authenticator\" SET \"pgrst.db_schemas\" TO 'public, api'"),
+            Verdict::Keep
+        );
         assert!(skipped(&j(Stream::Roles, "ALTER ROLE \"authenticator\" SET \"search_path\" TO 'x'")));
         assert_eq!(
             j(Stream::Roles, "GRANT \"app_writers\" TO \"app_reader\" GRANTED BY \"supabase_admin\""),
             Verdict::Rewrite("GRANT \"app_writers\" TO \"app_reader\"".into())
         );
         // ALTER DEFAULT PRIVILEGES FOR ROLE supabase_admin; event triggers
-        assert!(skipped(&j(Stream::Schema, "ALTER DEFAULT PRIVILEGES FOR ROLE \"supabase_admin\" IN SCHEMA \"public\" GRANT ALL ON TABLES TO \"anon\"")));
-        assert_eq!(j(Stream::Schema, "ALTER DEFAULT PRIVILEGES FOR ROLE \"postgres\" IN SCHEMA \"public\" GRANT ALL ON TABLES TO \"anon\""), Verdict::Keep);
-        assert!(skipped(&j(Stream::Schema, "CREATE EVENT TRIGGER \"issue_pg_cron_access\" ON ddl_command_end EXECUTE FUNCTION f()")));
+        assert!(skipped(&j(
+            Stream::Schema,
+            "ALTER DEFAULT PRIVILEGES FOR ROLE \"supabase_admin\" IN SCHEMA \"public\" GRANT ALL ON TABLES TO \"anon\""
+        )));
+        assert_eq!(
+            j(
+                Stream::Schema,
+                "ALTER DEFAULT PRIVILEGES FOR ROLE \"postgres\" IN SCHEMA \"public\" GRANT ALL ON TABLES TO \"anon\""
+            ),
+            Verdict::Keep
+        );
+        assert!(skipped(&j(
+            Stream::Schema,
+            "CREATE EVENT TRIGGER \"issue_pg_cron_access\" ON ddl_command_end EXECUTE FUNCTION f()"
+        )));
         // grant options cannot be granted back to your own grantor
         assert!(skipped(&j(Stream::Schema, "GRANT ALL ON TABLE \"public\".\"t\" TO \"postgres\" WITH GRANT OPTION")));
         assert_eq!(j(Stream::Schema, "GRANT SELECT ON TABLE \"public\".\"t\" TO \"anon\""), Verdict::Keep);
         assert!(skipped(&j(Stream::Schema, "SET SESSION AUTHORIZATION \"supabase_admin\"")));
+        // permission denied for parameter session_replication_role
+        assert!(skipped(&j(Stream::Roles, "GRANT SET ON PARAMETER \"session_replication_role\" TO \"postgres\"")));
         // the realtime publication exists on every project; transaction_timeout
-        assert!(skipped(&j(Stream::Schema, "CREATE PUBLICATION \"supabase_realtime\" WITH (publish = 'insert, update, delete, truncate')")));
+        assert!(skipped(&j(
+            Stream::Schema,
+            "CREATE PUBLICATION \"supabase_realtime\" WITH (publish = 'insert, update, delete, truncate')"
+        )));
         assert!(skipped(&j(Stream::Schema, "SET transaction_timeout = 0")));
         // schema "public" already exists
-        assert_eq!(j(Stream::Schema, "CREATE SCHEMA \"api\""), Verdict::Rewrite("CREATE SCHEMA IF NOT EXISTS \"api\"".into()));
+        assert_eq!(
+            j(Stream::Schema, "CREATE SCHEMA \"api\""),
+            Verdict::Rewrite("CREATE SCHEMA IF NOT EXISTS \"api\"".into())
+        );
         assert!(!rule_names().is_empty());
     }
 }

@@ -143,7 +143,11 @@ pub fn section(stmt: &str) -> Section {
         || (s.starts_with("ALTER TABLE") && s.contains(" REPLICA IDENTITY "))
         || (s.starts_with("ALTER TABLE") && (s.contains(" ENABLE TRIGGER") || s.contains(" DISABLE TRIGGER")))
         || (s.starts_with("ALTER PUBLICATION") && s.contains(" ADD TABLE"))
-        || (s.starts_with("COMMENT ON") && (s.contains(" CONSTRAINT ") || s.contains(" TRIGGER ") || s.contains(" POLICY ") || s.starts_with("COMMENT ON INDEX")))
+        || (s.starts_with("COMMENT ON")
+            && (s.contains(" CONSTRAINT ")
+                || s.contains(" TRIGGER ")
+                || s.contains(" POLICY ")
+                || s.starts_with("COMMENT ON INDEX")))
         || s.starts_with("REFRESH MATERIALIZED VIEW");
     if post {
         Section::PostData
@@ -202,8 +206,14 @@ mod tests {
     #[test]
     fn sections_follow_pg_restore() {
         assert_eq!(section("CREATE TABLE \"public\".\"t\" (a int)"), Section::PreData);
-        assert_eq!(section("ALTER TABLE ONLY \"public\".\"t\"\n    ADD CONSTRAINT \"t_pkey\" PRIMARY KEY (a)"), Section::PostData);
-        assert_eq!(section("CREATE TRIGGER \"x\" AFTER INSERT ON \"auth\".\"users\" FOR EACH ROW EXECUTE FUNCTION f()"), Section::PostData);
+        assert_eq!(
+            section("ALTER TABLE ONLY \"public\".\"t\"\n    ADD CONSTRAINT \"t_pkey\" PRIMARY KEY (a)"),
+            Section::PostData
+        );
+        assert_eq!(
+            section("CREATE TRIGGER \"x\" AFTER INSERT ON \"auth\".\"users\" FOR EACH ROW EXECUTE FUNCTION f()"),
+            Section::PostData
+        );
         assert_eq!(section("ALTER TABLE \"public\".\"t\" ENABLE ROW LEVEL SECURITY"), Section::PostData);
         assert_eq!(section("ALTER TABLE \"public\".\"t\" OWNER TO \"postgres\""), Section::PreData);
         assert_eq!(normalize_head("alter  table \"Ab\"\n owner", 100), "ALTER TABLE \"Ab\" OWNER");

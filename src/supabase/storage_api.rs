@@ -381,6 +381,88 @@ impl StorageClient {
         &self.base
     }
 
+    /// Create the bucket, or update its settings if it exists.
+    pub async fn put_bucket(&self, b: &Value) -> Result<(), ApiError> {
+        let id = b["id"].as_str().ok_or_else(|| ApiError::Permanent("bucket without id".into()))?;
+        let body = json!({
+            "id": id,
+            "name": b["name"].as_str().unwrap_or(id),
+            "public": b["public"].as_bool().unwrap_or(false),
+            "file_size_limit": b["file_size_limit"],
+            "allowed_mime_types": b["allowed_mime_types"],
+        });
+        let what = format!("bucket {id}");
+        match self.call(Method::GET, &format!("bucket/{}", encode_path(id)), None, &what).await {
+            Ok(_) => {
+                self.call(Method::PUT, &format!("bucket/{}", encode_path(id)), Some(&body), &what).await.map(|_| ())
+            }
+            Err(ApiError::NotFound(_)) => self.call(Method::POST, "bucket", Some(&body), &what).await.map(|_| ()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Upload (create or replace) an object. `body` is called for each
+    /// attempt and streams the bytes, so nothing is held in memory.
+    pub async fn upload<F, S>(&self, bucket: &str, name: &str, meta: &UploadMeta, body: F) -> Result<(), ApiError>
+    where
+        F: Fn() -> S,
+        S: futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let what = format!("{bucket}/{name}");
+        let path = format!("object/{}/{}", encode_path(bucket), encode_path(name));
+        let mut attempt = 0;
+        loop {
+            let mut req = self
+                .http
+                .post(self.url(&path))
+                .header("x-upsert", "true")
+                .header(reqwest::header::CONTENT_LENGTH, meta.size)
+                .body(reqwest::Body::wrap_stream(body()));
+            if let Some(ct) = &meta.content_type {
+                req = req.header(reqwest::header::CONTENT_TYPE, ct);
+            }
+            if let Some(cc) = &meta.cache_control {
+                req = req.header(reqwest::header::CACHE_CONTROL, cc);
+            }
+            if let Some(m) = meta.user_metadata.as_ref().filter(|m| !m.is_null()) {
+                use base64::Engine;
+                req = req.header("x-metadata", base64::engine::general_purpose::STANDARD.encode(m.to_string()));
+            }
+            let error = match req.send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(()),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    classify(status, &text, &what)
+                }
+                Err(e) => transport(e, &what),
+            };
+            match error {
+                ApiError::Transient(m) if attempt + 1 < self.retry.attempts => {
+                    self.note_retry(&m);
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                e => return Err(e),
+            }
+        }
+    }
+
+    /// Delete objects by exact name, 1000 a request (the API's limit).
+    pub async fn delete_objects(&self, bucket: &str, names: &[String]) -> Result<(), ApiError> {
+        for batch in names.chunks(1000) {
+            let body = json!({"prefixes": batch});
+            self.call(
+                Method::DELETE,
+                &format!("object/{}", encode_path(bucket)),
+                Some(&body),
+                &format!("deleting from {bucket}"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
     }
@@ -405,6 +487,15 @@ fn listed(o: &Value, prefix: &str) -> Option<Listed> {
         etag: meta["eTag"].as_str().map(|e| e.trim_matches('"').to_string()),
         updated_at: o["updated_at"].as_str().map(String::from),
     })
+}
+
+/// What an upload sends besides the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct UploadMeta {
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub user_metadata: Option<Value>,
 }
 
 pub struct Download {

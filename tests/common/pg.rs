@@ -62,6 +62,17 @@ impl Cluster {
         Cluster::start().with_fixture()
     }
 
+    /// A fresh project: the platform only, as a new Supabase project is.
+    pub fn fresh_project() -> Cluster {
+        let c = Cluster::start();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let platform = std::fs::read_to_string(fixtures.join("platform.sql"))
+            .unwrap()
+            .replace("CURRENT_DATABASE_PLACEHOLDER", &c.database);
+        c.psql_as("supabase_admin", &platform);
+        c
+    }
+
     /// Load the platform and the user's project into this cluster.
     pub fn with_fixture(self) -> Cluster {
         let c = self;

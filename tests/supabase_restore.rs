@@ -1,0 +1,191 @@
+//! `snap restore ID` into a project: round trips from the Supabase-like
+//! fixture into a fresh project, idempotence, drift, atomicity, --table
+//! with foreign-key checks, and loading without replica mode.
+
+mod common;
+
+use common::pg::Cluster;
+use common::storage::StorageServer;
+use common::{Env, Run};
+use serde_json::json;
+
+fn with_project(env: &Env, db: &Cluster, storage: Option<&StorageServer>, args: &[&str]) -> Run {
+    let mut c = env.command(args);
+    c.env("SUPABASE_DB_URL", db.url()).env("PGPASSWORD", "postgres").env_remove("SUPABASE_URL");
+    match storage {
+        Some(s) => c.env("SUPABASE_STORAGE_URL", s.url()).env("SUPABASE_SERVICE_ROLE_KEY", &s.key),
+        None => c.env_remove("SUPABASE_STORAGE_URL").env_remove("SUPABASE_SERVICE_ROLE_KEY"),
+    };
+    common::finish(c.output().unwrap())
+}
+
+/// A fingerprint of everything a restore must bring back: every user and
+/// platform-data table's rows (order-independent), roles, grants,
+/// policies, triggers, sequences, publication membership, large objects.
+fn fingerprint(db: &Cluster) -> Vec<(String, String)> {
+    let tables = db.psql_as(
+        "supabase_admin",
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'realtime', 'extensions')
+           AND (n.nspname, c.relname) NOT IN (('auth', 'schema_migrations'), ('storage', 'migrations'))
+         ORDER BY 1;",
+    );
+    let mut out = Vec::new();
+    for t in tables.lines().filter(|l| !l.is_empty()) {
+        let q = format!(
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, E'\\n' ORDER BY x::text)), '') FROM {t} x;"
+        );
+        out.push((t.to_string(), db.psql_as("supabase_admin", &q).trim().to_string()));
+    }
+    let catalog = [
+        ("roles", "SELECT string_agg(format('%s %s %s %s', rolname, rolcanlogin, rolinherit, rolconfig), ',' ORDER BY rolname) FROM pg_roles WHERE rolname IN ('app_reader', 'app_writers', 'authenticator');"),
+        ("members", "SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT format('%s>%s', r.rolname, m.rolname) AS x FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member WHERE r.rolname IN ('app_writers')) s;"),
+        ("policies", "SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT format('%s.%s.%s %s %s', schemaname, tablename, policyname, qual, with_check) AS x FROM pg_policies) s;"),
+        ("triggers", "SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT format('%s %s', tgrelid::regclass, pg_get_triggerdef(t.oid)) AS x FROM pg_trigger t WHERE NOT tgisinternal) s;"),
+        ("grants", "SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT format('%s %s %s.%s', grantee, privilege_type, table_schema, table_name) AS x FROM information_schema.role_table_grants WHERE grantee IN ('anon', 'authenticated', 'app_reader', 'app_writers') AND table_schema IN ('public', 'api', 'auth')) s;"),
+        ("sequences", "SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT format('%s.%s=%s', schemaname, sequencename, last_value) AS x FROM pg_sequences WHERE schemaname IN ('public', 'api')) s;"),
+        ("publication", "SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT format('%s %s.%s', pubname, schemaname, tablename) AS x FROM pg_publication_tables WHERE pubname = 'app_changes') s;"),
+        ("large objects", "SELECT count(*) || ':' || coalesce(string_agg(md5(lo_get(oid)), ',' ORDER BY oid), '') FROM pg_largeobject_metadata;"),
+        ("user objects in auth", "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'auth' AND c.relname IN ('users_email_lower_idx', 'recent_signups');"),
+        ("auth.users columns", "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'auth.users'::regclass AND attnum > 0 AND NOT attisdropped;"),
+        ("matview", "SELECT CASE WHEN to_regclass('api.todo_counts') IS NULL THEN 'none' ELSE (xpath('/row/c/text()', query_to_xml('SELECT count(*) AS c FROM api.todo_counts', false, true, '')))[1]::text END;"),
+    ];
+    for (name, q) in catalog {
+        out.push((name.to_string(), db.psql_as("supabase_admin", q).trim().to_string()));
+    }
+    out
+}
+
+fn assert_same(a: &[(String, String)], b: &[(String, String)]) {
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x, y, "differs after restore");
+    }
+    assert_eq!(a.len(), b.len(), "{a:?}\n{b:?}");
+}
+
+#[test]
+fn round_trip_into_a_fresh_project_then_again_then_after_drift() {
+    let source = Cluster::supabase_like();
+    let source_storage = StorageServer::start("");
+    source_storage.create_bucket(json!({"name": "avatars", "public": true, "allowed_mime_types": ["image/png"]}));
+    let face = common::noise(300_000, 4);
+    source_storage.upload("avatars", "user1/face.png", &face, "image/png", Some(json!({"who": "user1"})));
+    source_storage.upload("avatars", "readme.txt", b"hello", "image/png", None);
+    let env = Env::new();
+    with_project(&env, &source, Some(&source_storage), &["create", "--json"]).ok();
+    let expected = fingerprint(&source);
+
+    let target = Cluster::fresh_project();
+    let target_storage = StorageServer::start("");
+    let r = with_project(&env, &target, Some(&target_storage), &["restore", "latest", "--yes", "--json"]).ok();
+    let out = r.json();
+    assert!(out["rows"].as_u64().unwrap() > 3000, "{out}");
+    assert_eq!(out["objects_uploaded"], 2);
+    assert_eq!(out["replica_mode"], true);
+    assert_eq!(out["login_roles_needing_password"], json!(["app_reader"]));
+    assert_same(&expected, &fingerprint(&target));
+    // Bytes, content type and user metadata of objects.
+    let (status, body) = target_storage.request("GET", "/object/authenticated/avatars/user1/face.png", &[], b"");
+    assert_eq!(status, 200);
+    assert!(body == face, "object bytes differ");
+    let (_, info) = target_storage.request("GET", "/object/info/authenticated/avatars/user1/face.png", &[], b"");
+    let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
+    assert_eq!(info["content_type"], "image/png");
+    assert_eq!(info["metadata"]["who"], "user1");
+
+    // The same restore again gives the same state.
+    with_project(&env, &target, Some(&target_storage), &["restore", "latest", "--yes"]).ok();
+    assert_same(&expected, &fingerprint(&target));
+
+    // Drift: extra tables, changed rows, an extra object; restore replaces it all.
+    target.psql_as(
+        "postgres",
+        "CREATE TABLE public.extra (x int); INSERT INTO public.extra VALUES (1);
+         UPDATE public.todos SET task = 'changed' WHERE id < 10; UPDATE auth.users SET email = 'drift@example.com' WHERE email = 'user3@example.com'; DELETE FROM auth.identities WHERE provider_id LIKE '%0004';",
+    );
+    target_storage.upload("avatars", "stray.png", b"stray", "image/png", None);
+    let out = with_project(&env, &target, Some(&target_storage), &["restore", "latest", "--yes", "--json"]).ok().json();
+    assert_eq!(out["objects_deleted"], 1, "{out}");
+    assert_same(&expected, &fingerprint(&target));
+    let (status, _) = target_storage.request("GET", "/object/authenticated/avatars/stray.png", &[], b"");
+    assert_eq!(status, 400, "stray object deleted");
+}
+
+#[test]
+fn a_failing_statement_leaves_the_project_unchanged() {
+    let source = Cluster::supabase_like();
+    let env = Env::new();
+    with_project(&env, &source, None, &["create", "--only", "db"]).ok();
+    let target = Cluster::fresh_project();
+    // A table where the snapshot has a view: creating the view fails.
+    target.psql_as("postgres", "CREATE TABLE auth.recent_signups (x int); CREATE TABLE public.keepme (x int); INSERT INTO public.keepme VALUES (42);");
+    let before = fingerprint(&target);
+    let r = with_project(&env, &target, None, &["restore", "latest", "--only", "db", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("recent_signups") && r.stderr.contains("nothing was changed"), "{}", r.stderr);
+    assert_same(&before, &fingerprint(&target));
+}
+
+#[test]
+fn single_table_restore_checks_foreign_keys() {
+    let db = Cluster::supabase_like();
+    let env = Env::new();
+    with_project(&env, &db, None, &["create", "--only", "db"]).ok();
+    db.psql_as(
+        "postgres",
+        "UPDATE public.todos SET task = 'drifted' WHERE id <= 100; UPDATE public.legacy_notes SET body = 'kept';",
+    );
+    let out =
+        with_project(&env, &db, None, &["restore", "latest", "--table", "public.todos", "--yes", "--json"]).ok().json();
+    assert_eq!(out["tables"], 1);
+    assert_eq!(db.psql_as("postgres", "SELECT count(*) FROM public.todos WHERE task = 'drifted';").trim(), "0");
+    assert_eq!(
+        db.psql_as("postgres", "SELECT count(DISTINCT body) FROM public.legacy_notes;").trim(),
+        "1",
+        "other tables untouched"
+    );
+
+    // A user the todos point at is gone: restoring todos alone would break the foreign key.
+    db.psql_as(
+        "supabase_admin",
+        "SET session_replication_role = replica; DELETE FROM auth.users WHERE email = 'user2@example.com';",
+    );
+    let r = with_project(&env, &db, None, &["restore", "latest", "--table", "public.todos", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("foreign key") && r.stderr.contains("public.todos"), "{}", r.stderr);
+}
+
+#[test]
+fn rows_all_load_where_replica_mode_is_refused() {
+    let source = Cluster::supabase_like();
+    let env = Env::new();
+    with_project(&env, &source, None, &["create", "--only", "db"]).ok();
+    let expected = fingerprint(&source);
+    let target = Cluster::fresh_project();
+    target.psql_as("supabase_admin", "REVOKE SET ON PARAMETER session_replication_role FROM postgres;");
+    let r = with_project(&env, &target, None, &["restore", "latest", "--only", "db", "--yes", "--json"]).ok();
+    assert_eq!(r.json()["replica_mode"], false);
+    let notices = r.json()["notices"].to_string();
+    assert!(notices.contains("replica was refused"), "{notices}");
+    assert_same(&expected, &fingerprint(&target));
+}
+
+#[test]
+fn dry_run_and_emit_sql_change_nothing() {
+    let source = Cluster::supabase_like();
+    let env = Env::new();
+    with_project(&env, &source, None, &["create", "--only", "db"]).ok();
+    let target = Cluster::fresh_project();
+    let before = fingerprint(&target);
+    let out = with_project(&env, &target, None, &["restore", "latest", "--dry-run", "--json", "--emit-sql", "sql"])
+        .ok()
+        .json();
+    assert!(out["plan"]["database"]["tables_to_load"].as_array().unwrap().len() >= 10, "{out}");
+    let sql = std::fs::read_to_string(env.path("sql/restore.sql")).unwrap();
+    assert!(sql.contains("CREATE TABLE") && !sql.contains("OWNER TO \"supabase_admin\""));
+    assert_same(&before, &fingerprint(&target));
+    // Without --yes and without a terminal, nothing happens.
+    let r = with_project(&env, &target, None, &["restore", "latest"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--yes"));
+}
