@@ -192,6 +192,7 @@ fn two_backups_of_one_project_do_not_race() {
         .env("SUPABASE_SERVICE_ROLE_KEY", &server.key)
         .env_remove("SUPABASE_URL")
         .env_remove("SUPABASE_DB_URL")
+        .env("SNAP_HTTP_READ_TIMEOUT", "5")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let mut first = first.spawn().unwrap();
@@ -200,7 +201,7 @@ fn two_backups_of_one_project_do_not_race() {
     assert_eq!(r.code, 12, "{}", r.stderr);
     assert!(r.stderr.contains("create of"), "{}", r.stderr);
     // Waiting instead, it runs once the first is done.
-    run(&env, &server, &server.key, &["create", "--only", "storage", "--lock-wait", "60"]).ok();
+    run(&env, &server, &server.key, &["create", "--only", "storage", "--lock-wait", "300"]).ok();
     assert!(first.wait().unwrap().success());
     assert_eq!(env.snap(&["snapshots", "--json"]).ok().json().as_array().unwrap().len(), 2);
 }
