@@ -311,3 +311,24 @@ fn tables_the_connection_cannot_read_are_reported_not_fatal() {
     assert_eq!(show["extra"]["database"]["unreadable_tables"], serde_json::json!(["public.admin_only"]));
     assert!(show["extra"]["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("admin_only")));
 }
+
+#[test]
+fn one_table_dumps_as_csv_and_json_without_a_database() {
+    let cluster = Cluster::supabase_like();
+    let env = Env::new();
+    project_env(&env, &cluster, "postgres", &["create", "--only", "db"]).ok();
+    drop(cluster);
+    let csv = env.snap(&["dump", "latest", "--table", "public.profiles", "--format", "csv"]).ok().stdout;
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("id,username,mood,bio,updated_at"));
+    assert!(csv.contains("\"line one\nline two\ttabbed \\ backslash\""), "{csv}");
+    let json: serde_json::Value = serde_json::from_str(
+        &env.snap(&["dump", "latest", "--table", "public.profiles", "--format", "json"]).ok().stdout,
+    )
+    .unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 50);
+    let user1 = json.as_array().unwrap().iter().find(|r| r["username"] == "user1").unwrap();
+    assert_eq!(user1["bio"], "line one\nline two\ttabbed \\ backslash");
+    assert!(json.as_array().unwrap().iter().any(|r| r["bio"].is_null()));
+    env.snap(&["dump", "latest", "--table", "public.nope"]).fails_with(14, "no rows of table public.nope");
+}

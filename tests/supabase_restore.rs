@@ -93,8 +93,35 @@ fn round_trip_into_a_fresh_project_then_again_then_after_drift() {
     assert_eq!(info["content_type"], "image/png");
     assert_eq!(info["metadata"]["who"], "user1");
 
-    // The same restore again gives the same state.
-    with_project(&env, &target, Some(&target_storage), &["restore", "latest", "--yes"]).ok();
+    // verify finds nothing after a restore, and each planted difference.
+    let v = with_project(&env, &target, Some(&target_storage), &["verify", "latest", "--json"]).ok().json();
+    assert_eq!(v["differences"], json!([]), "{v}");
+    target.psql_as(
+        "postgres",
+        "UPDATE public.todos SET done = NOT done WHERE id = 5;
+         CREATE POLICY \"planted\" ON public.todos FOR SELECT USING (false);
+         GRANT SELECT ON public.legacy_notes TO app_reader;",
+    );
+    target_storage.delete("avatars", "readme.txt");
+    target_storage.upload("avatars", "user1/face.png", b"other bytes", "image/png", None);
+    let r = with_project(&env, &target, Some(&target_storage), &["verify", "latest", "--json"]);
+    assert_eq!(r.code, 15, "{}", r.stderr);
+    let d = r.json()["differences"].to_string();
+    for needle in [
+        "public.todos",
+        "planted",
+        "app_reader SELECT on public.legacy_notes",
+        "avatars/readme.txt",
+        "avatars/user1/face.png",
+    ] {
+        assert!(d.contains(needle), "{needle} not reported: {d}");
+    }
+    let quick =
+        with_project(&env, &target, Some(&target_storage), &["verify", "latest", "--quick", "--only", "storage"]);
+    assert_eq!(quick.code, 15);
+
+    // The same restore again gives the same state, verified.
+    with_project(&env, &target, Some(&target_storage), &["restore", "latest", "--yes", "--verify"]).ok();
     assert_same(&expected, &fingerprint(&target));
 
     // Drift: extra tables, changed rows, an extra object; restore replaces it all.

@@ -54,7 +54,21 @@ pub enum Command {
     /// Restore a snapshot's files into a directory
     Restore(Box<RestoreArgs>),
     /// Write one file of a snapshot to standard output
-    Dump { snapshot: String, path: String },
+    Dump {
+        snapshot: String,
+        /// A file of the snapshot (or use --table)
+        #[arg(required_unless_present = "table")]
+        path: Option<String>,
+        /// One table's rows of a project snapshot (SCHEMA.TABLE)
+        #[arg(long, value_name = "SCHEMA.TABLE", conflicts_with = "path")]
+        table: Option<String>,
+        /// Format of --table rows: copy (as stored), csv or json
+        #[arg(long, default_value = "csv", value_parser = ["copy", "csv", "json"])]
+        format: String,
+    },
+    /// Compare a live project with a snapshot: rows, roles, grants,
+    /// policies, triggers, objects
+    Verify(Box<VerifyArgs>),
     /// Verify the repository's structure and, optionally, its data
     Check(CheckArgs),
     /// Rebuild damaged repository metadata
@@ -196,6 +210,23 @@ pub struct RestoreArgs {
     /// Storage objects uploaded at once
     #[arg(long, default_value_t = 8)]
     pub storage_concurrency: usize,
+    /// Afterwards, compare the project with the snapshot (as `snap verify`)
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Snapshot id (unique prefix of 6+ hex digits) or `latest`
+    pub snapshot: String,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Verify only this part: db or storage
+    #[arg(long, value_name = "PART")]
+    pub only: Option<String>,
+    /// Objects: compare sizes and etags only (no download)
+    #[arg(long)]
+    pub quick: bool,
 }
 
 #[derive(Args, Debug)]

@@ -40,7 +40,7 @@ impl CliError {
     pub(crate) fn new(code: i32, message: impl Into<String>) -> CliError {
         CliError { code, message: message.into(), json_done: false }
     }
-    fn after_json(mut self) -> CliError {
+    pub(crate) fn after_json(mut self) -> CliError {
         self.json_done = true;
         self
     }
@@ -167,7 +167,12 @@ fn run(cli: &Cli, out: Output) -> CliResult {
         Command::Diff { first, second } => cmd_diff(&ctx, first, second),
         Command::Stats => cmd_stats(&ctx),
         Command::Restore(a) => cmd_restore(&ctx, a),
-        Command::Dump { snapshot, path } => cmd_dump(&ctx, snapshot, path),
+        Command::Dump { snapshot, path, table, format } => match (path, table) {
+            (Some(p), None) => cmd_dump(&ctx, snapshot, p),
+            (None, Some(t)) => project::cmd_dump_table(&ctx, snapshot, t, format),
+            _ => Err(CliError::usage("give a PATH or --table SCHEMA.TABLE")),
+        },
+        Command::Verify(a) => project::cmd_verify(&ctx, a),
         Command::Check(a) => cmd_check(&ctx, a),
         Command::Repair(RepairCommand::Index) => cmd_repair_index(&ctx),
         Command::Key(k) => cmd_key(&ctx, k),

@@ -19,6 +19,7 @@ pub mod exit {
     pub const LOCKED: i32 = 12;
     pub const INTEGRITY: i32 = 13;
     pub const NOT_FOUND: i32 = 14;
+    pub const DIFFERENT: i32 = 15;
 }
 
 #[derive(Clone, Copy)]

@@ -13,12 +13,14 @@ use super::{args, parse_time, CliError, CliResult, Context};
 use crate::repo::lock::LockKind;
 use crate::repo::saver::Progress;
 use crate::supabase::backup::{backup_project, BackupOptions};
+use crate::supabase::copytext;
 use crate::supabase::dbdump::DbObserver;
 use crate::supabase::dbrestore::DbRestoreOptions;
 use crate::supabase::project::{load_project, Parts, Project};
 use crate::supabase::restore::{self, RestoreOptions};
 use crate::supabase::settings::{SettingsSource, UrlFlags};
 use crate::supabase::storage_backup::StorageObserver;
+use crate::supabase::verify::{verify_project, Difference, VerifyOptions};
 use crate::supabase::SupabaseError;
 
 impl From<SupabaseError> for CliError {
@@ -266,14 +268,27 @@ pub fn cmd_restore_project(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
         }
     }
     let report = restore::restore_project(&repo, &snap, &project, &opts)?;
+    let diffs = if a.verify && !a.dry_run {
+        Some(verify_project(&repo, &snap, &project, &VerifyOptions { parts, quick: false })?)
+    } else {
+        None
+    };
     for w in &report.warnings {
         eprintln!("snap: warning: {w}");
     }
     if ctx.out.json {
         let mut v = serde_json::to_value(&report).expect("report serialises");
         v["snapshot_id"] = json!(id);
+        if let Some(d) = &diffs {
+            v["differences"] = json!(d);
+        }
         ctx.out.json(&v);
-        return Ok(exit::OK);
+        return match diffs {
+            Some(d) if !d.is_empty() => {
+                Err(CliError::new(exit::DIFFERENT, "the restored project differs from the snapshot").after_json())
+            }
+            _ => Ok(exit::OK),
+        };
     }
     if let Some(plan) = &report.plan {
         println!("{}", serde_json::to_string_pretty(plan).expect("plan serialises"));
@@ -310,6 +325,76 @@ pub fn cmd_restore_project(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
                 "login roles restored without a password (set one with ALTER ROLE … PASSWORD): {}",
                 report.login_roles_needing_password.join(", ")
             );
+        }
+    }
+    match diffs {
+        Some(d) => print_differences(ctx, &id, &d),
+        None => Ok(exit::OK),
+    }
+}
+
+fn print_differences(ctx: &Context, id: &crate::repo::id::Id, diffs: &[Difference]) -> CliResult {
+    if ctx.out.json {
+        ctx.out.json(&json!({"snapshot_id": id, "differences": diffs}));
+    } else {
+        if !diffs.is_empty() {
+            println!("{:<11} {:<60} {:<24} project", "kind", "object", "snapshot");
+        }
+        for d in diffs {
+            println!("{:<11} {:<60} {:<24} {}", d.kind, d.object, d.snapshot, d.project);
+        }
+        println!("{} difference(s) between the project and snapshot {}", diffs.len(), id.short());
+    }
+    if diffs.is_empty() {
+        Ok(exit::OK)
+    } else {
+        Err(CliError::new(
+            exit::DIFFERENT,
+            format!("the project differs from the snapshot in {} place(s)", diffs.len()),
+        )
+        .after_json())
+    }
+}
+
+pub fn cmd_verify(ctx: &Context, a: &args::VerifyArgs) -> CliResult {
+    let parts = Parts::parse(a.only.as_deref())?;
+    let source = SettingsSource::load(a.project.env_file.as_deref())?;
+    let project = load_project(&source, &url_flags(&a.project), parts)?;
+    let repo = ctx.open()?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let diffs = verify_project(&repo, &snap, &project, &VerifyOptions { parts, quick: a.quick })?;
+    print_differences(ctx, &id, &diffs)
+}
+
+pub fn cmd_dump_table(ctx: &Context, spec: &str, table: &str, format: &str) -> CliResult {
+    let (schema, name) =
+        table.split_once('.').ok_or_else(|| CliError::usage(format!("--table takes SCHEMA.TABLE, not {table:?}")))?;
+    let repo = ctx.open()?;
+    let (_, snap) = repo.find_snapshot(spec)?;
+    let path = snap.extra["database"]["tables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["schema"] == schema && t["name"] == name)
+        .and_then(|t| t["path"].as_str())
+        .map(String::from)
+        .ok_or_else(|| CliError::new(exit::NOT_FOUND, format!("the snapshot has no rows of table {table}")))?;
+    let stdout = std::io::stdout();
+    let lock = stdout.lock();
+    let fmt = match format {
+        "copy" => None,
+        "json" => Some(copytext::Format::Json),
+        _ => Some(copytext::Format::Csv),
+    };
+    match fmt {
+        None => {
+            let mut out = std::io::BufWriter::new(lock);
+            crate::repo::ops::restore::dump(&repo, &snap, &path, &mut out)?;
+        }
+        Some(f) => {
+            let mut w = copytext::TableWriter::new(std::io::BufWriter::new(lock), f);
+            crate::repo::ops::restore::dump(&repo, &snap, &path, &mut w)?;
+            w.finish().map_err(|e| CliError::new(exit::ERROR, format!("standard output: {e}")))?;
         }
     }
     Ok(exit::OK)

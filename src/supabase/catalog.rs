@@ -347,3 +347,56 @@ pub async fn platform_versions(c: &Client) -> SupabaseResult<serde_json::Value> 
     }
     Ok(serde_json::Value::Object(out))
 }
+
+/// Roles, memberships, grants, policies and triggers the user made, as
+/// sorted lists of text: captured at backup, compared by `snap verify`.
+/// Grants a table's owner holds on it are left out (restore may change a
+/// platform owner to the restoring role).
+pub async fn security_catalog(c: &Client) -> SupabaseResult<serde_json::Value> {
+    let queries = [
+        (
+            "roles",
+            "SELECT format('%s login=%s inherit=%s createrole=%s createdb=%s connlimit=%s config=%s', rolname, rolcanlogin,
+                    rolinherit, rolcreaterole, rolcreatedb, rolconnlimit, rolconfig) AS x, rolname::text AS r FROM pg_roles",
+        ),
+        (
+            "memberships",
+            "SELECT format('%s in %s', m.rolname, r.rolname) AS x, m.rolname::text AS r FROM pg_auth_members a
+             JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member",
+        ),
+        (
+            "grants",
+            "SELECT format('%s %s on %I.%I', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+                    a.privilege_type, n.nspname, c.relname) AS x,
+                    CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS r
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND a.grantee <> c.relowner
+               AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'",
+        ),
+        (
+            "policies",
+            "SELECT format('%I.%I %s %s %s using=%s check=%s', schemaname, tablename, policyname, cmd, roles, qual, with_check) AS x,
+                    ''::text AS r FROM pg_policies",
+        ),
+        (
+            "triggers",
+            "SELECT pg_get_triggerdef(t.oid) AS x, ''::text AS r FROM pg_trigger t WHERE NOT t.tgisinternal",
+        ),
+    ];
+    let mut out = serde_json::Map::new();
+    for (key, q) in queries {
+        let rows = c.query(&format!("SELECT x, r FROM ({q}) s ORDER BY x"), &[]).await.map_err(SupabaseError::db)?;
+        let items: Vec<String> = rows
+            .iter()
+            .filter(|row| {
+                let r: String = row.get(1);
+                // Platform roles and what they hold belong to the platform,
+                // except privileges granted to them (user configuration).
+                key == "grants" || r.is_empty() || !platform::is_reserved_role(&r)
+            })
+            .map(|row| row.get::<_, String>(0))
+            .collect();
+        out.insert(key.to_string(), serde_json::json!(items));
+    }
+    Ok(serde_json::Value::Object(out))
+}

@@ -54,6 +54,8 @@ pub struct TableManifest {
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
+    /// Order-independent fingerprint of the rows (see `rowhash`).
+    pub rows_hash: String,
     pub columns: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition_of: Option<String>,
@@ -88,6 +90,8 @@ pub struct DbManifest {
     pub platform_user_objects: Vec<PlatformUserObject>,
     /// Newest migration of the platform's auth and storage migrators.
     pub platform_versions: serde_json::Value,
+    /// Roles, memberships, grants, policies, triggers (for verify).
+    pub security: serde_json::Value,
     pub streams: Vec<String>,
 }
 
@@ -126,7 +130,8 @@ struct Shared<'a> {
     matviews: Vec<String>,
     observer: &'a dyn DbObserver,
     failed: AtomicBool,
-    rows: Mutex<Vec<(String, u64, u64)>>,
+    /// Per table stream: path, rows, bytes, row fingerprint.
+    rows: Mutex<Vec<(String, u64, u64, String)>>,
     large_objects: AtomicU64,
     sequences: AtomicU64,
 }
@@ -176,6 +181,7 @@ pub fn backup_database(
     let platform_user_objects = handle.block_on(catalog::platform_user_objects(&coordinator))?;
     let login_roles = handle.block_on(catalog::user_login_roles(&coordinator))?;
     let platform_versions = handle.block_on(catalog::platform_versions(&coordinator))?;
+    let security = handle.block_on(catalog::security_catalog(&coordinator))?;
     let (closed_schemas, closed_tables) = handle.block_on(catalog::unreadable_platform_objects(&coordinator))?;
     let platform_dumped: Vec<String> =
         platform_schemas.iter().filter(|s| !closed_schemas.contains(s)).cloned().collect();
@@ -290,13 +296,18 @@ pub fn backup_database(
         .iter()
         .map(|t| {
             let path = table_path(t).join("/");
-            let (r, b) = rows.iter().find(|(p, _, _)| *p == path).map(|(_, r, b)| (*r, *b)).unwrap_or((0, 0));
+            let (r, b, h) = rows.iter().find(|(p, ..)| *p == path).map(|(_, r, b, h)| (*r, *b, h.clone())).unwrap_or((
+                0,
+                0,
+                String::new(),
+            ));
             TableManifest {
                 schema: t.schema.clone(),
                 name: t.name.clone(),
                 path,
                 rows: r,
                 bytes: b,
+                rows_hash: h,
                 columns: t.columns.clone(),
                 partition_of: t.partition_of.clone(),
             }
@@ -329,6 +340,7 @@ pub fn backup_database(
         materialized_views: matviews.iter().map(|(s, n)| format!("{s}.{n}")).collect(),
         platform_user_objects,
         platform_versions,
+        security,
         streams: streams.iter().map(|s| s.path.join("/")).collect(),
     };
     Ok((streams, manifest))
@@ -500,6 +512,7 @@ fn copy_table(shared: &Shared, client: &Client, t: &Table) -> SupabaseResult<Con
         pending: Bytes::from(header.into_bytes()),
         state: CopyState::Header,
         rows: 0,
+        hash: super::rowhash::RowHash::new(),
         error: None,
     };
     let label = t.display();
@@ -509,7 +522,7 @@ fn copy_table(shared: &Shared, client: &Client, t: &Table) -> SupabaseResult<Con
     }
     let content = content?;
     let path = table_path(t).join("/");
-    shared.rows.lock().unwrap_or_else(|p| p.into_inner()).push((path, reader.rows, content.size));
+    shared.rows.lock().unwrap_or_else(|p| p.into_inner()).push((path, reader.rows, content.size, reader.hash.finish()));
     shared.observer.stream_done(&label, content.size);
     Ok(content)
 }
@@ -536,6 +549,7 @@ struct CopyReader<'a> {
     pending: Bytes,
     state: CopyState,
     rows: u64,
+    hash: super::rowhash::RowHash,
     error: Option<String>,
 }
 
@@ -567,6 +581,7 @@ impl Read for CopyReader<'_> {
                     });
                     // Text COPY escapes newlines inside values: one '\n' per row.
                     self.rows += memchr_count(&batch);
+                    self.hash.update(&batch);
                     self.pending = Bytes::from(batch);
                     match end {
                         Some(Err(e)) => {

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod copytext;
 pub mod dbdump;
 pub mod dbrestore;
 pub mod error;
@@ -13,9 +14,11 @@ pub mod platform;
 pub mod project;
 pub mod restore;
 pub mod restore_rules;
+pub mod rowhash;
 pub mod settings;
 pub mod sql;
 pub mod storage_api;
 pub mod storage_backup;
+pub mod verify;
 
 pub use error::{SupabaseError, SupabaseResult};
