@@ -377,10 +377,12 @@ impl Restorer<'_> {
             cleaned(Stream::Schema, &schema, &cx, report).into_iter().partition(|s| section(s) == Section::PreData);
         let user_schemas = self.snapshot.strings("user_schemas");
         let platform_schemas = self.snapshot.strings("platform_schemas");
-        let platform_snap = cleaned(Stream::Platform, &self.source.read_text("db/platform_schema.sql")?, &cx, report);
+        // Compared as dumped; only what will run is filtered (and reported).
+        let platform_snap = split_statements(&self.source.read_text("db/platform_schema.sql")?);
         let platform_target_text = target_platform_ddl(self.handle, self.target, server_major, &platform_schemas)?;
-        let platform_target = cleaned(Stream::Platform, &platform_target_text, &cx, &mut DbRestoreReport::default());
+        let platform_target = split_statements(&platform_target_text);
         let additions = platform_additions(&platform_snap, &platform_target, &user_schemas);
+        let additions = cleaned(Stream::Platform, &(additions.join(";\n") + ";"), &cx, report);
         let (ppre, ppost): (Vec<String>, Vec<String>) =
             additions.into_iter().partition(|s| section(s) == Section::PreData);
         steps.extend(pre.into_iter().map(|sql| Step { phase: "schema", sql }));
