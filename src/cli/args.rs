@@ -169,8 +169,9 @@ pub struct ProjectArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Snapshot id (unique prefix of 6+ hex digits) or `latest`
-    pub snapshot: String,
+    /// Snapshot id (unique prefix of 6+ hex digits) or `latest`; on a
+    /// terminal, leave it out to pick from a list
+    pub snapshot: Option<String>,
     /// Write the snapshot's files into this directory instead of restoring
     /// a project (created if missing)
     #[arg(long)]

@@ -426,7 +426,9 @@ fn cmd_restore(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
     let repo = ctx.open()?;
     let _lock = ctx.lock(&repo, LockKind::Shared, "restore")?;
     repo.load_index()?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let spec =
+        a.snapshot.as_deref().ok_or_else(|| CliError::usage("give the snapshot to restore (an id or `latest`)"))?;
+    let (id, snap) = repo.find_snapshot(spec)?;
     ctx.out.note(&format!("restoring snapshot {} of {} into {}", id.short(), local_time(&snap.time), target.display()));
     let progress = Arc::new(WorkProgress::default());
     let display = ProgressDisplay::work(ctx.out, "files", progress.clone());

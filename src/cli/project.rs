@@ -10,7 +10,10 @@ use std::io::IsTerminal;
 
 use super::output::{bytes, exit, local_time, ProgressDisplay};
 use super::{args, parse_time, CliError, CliResult, Context};
+use crate::repo::format::snapshot::Snapshot;
+use crate::repo::id::Id;
 use crate::repo::lock::LockKind;
+use crate::repo::repository::Repository;
 use crate::repo::saver::Progress;
 use crate::supabase::backup::{backup_project, BackupOptions};
 use crate::supabase::copytext;
@@ -216,11 +219,17 @@ pub fn cmd_restore_project(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
             return Err(CliError::usage(format!("tables are given as SCHEMA.TABLE, not {t:?}")));
         }
     }
-    let parts = Parts::parse(a.only.as_deref())?;
+    let repo = ctx.open()?;
+    let (id, snap, parts) = match &a.snapshot {
+        Some(spec) => {
+            let (id, snap) = repo.find_snapshot(spec)?;
+            (id, snap, Parts::parse(a.only.as_deref())?)
+        }
+        None if std::io::stdin().is_terminal() && !ctx.out.json => pick_snapshot(&repo)?,
+        None => return Err(CliError::usage("give the snapshot to restore (an id or `latest`)")),
+    };
     let source = SettingsSource::load(a.project.env_file.as_deref())?;
     let project = load_project(&source, &url_flags(&a.project), parts)?;
-    let repo = ctx.open()?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let identity = project.identity();
     // The same lock as a backup of this project: no nightly create mid-restore.
     let scope = format!("create {identity}");
@@ -258,7 +267,7 @@ pub fn cmd_restore_project(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
         if ask(&format!("Type {name} to continue: "))? != name {
             return Err(CliError::usage("not confirmed; nothing was changed"));
         }
-        let not_empty = now.tables > 0 || now.objects.unwrap_or(0) > 0;
+        let not_empty = !now.is_empty();
         if not_empty || snap.source.describe() == identity {
             let why =
                 if snap.source.describe() == identity { "it is the snapshot's own source" } else { "it is not empty" };
@@ -398,4 +407,48 @@ pub fn cmd_dump_table(ctx: &Context, spec: &str, table: &str, format: &str) -> C
         }
     }
     Ok(exit::OK)
+}
+
+/// The interactive picker: project snapshots newest first (date, source,
+/// parts, size), then the parts to restore.
+fn pick_snapshot(repo: &Repository) -> Result<(Id, Snapshot, Parts), CliError> {
+    let (mut snaps, _) = repo.list_snapshots()?;
+    snaps.retain(|(_, s)| s.extra["kind"] == "supabase");
+    snaps.reverse();
+    if snaps.is_empty() {
+        return Err(CliError::new(exit::NOT_FOUND, "the repository holds no project snapshots"));
+    }
+    eprintln!("  #  {:<10} {:<19}  {:<32} {:<12} {:>12}", "id", "time", "source", "parts", "size");
+    for (i, (id, s)) in snaps.iter().enumerate().take(30) {
+        let parts: Vec<&str> = s.extra["parts"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+        eprintln!(
+            "{:>3}  {:<10} {:<19}  {:<32} {:<12} {:>12}",
+            i + 1,
+            id.short(),
+            local_time(&s.time),
+            s.source.describe(),
+            parts.join("+"),
+            bytes(s.summary.bytes_read)
+        );
+    }
+    let n: usize = ask("Restore which snapshot (number)? ")?
+        .parse()
+        .ok()
+        .filter(|n| (1..=snaps.len().min(30)).contains(n))
+        .ok_or_else(|| CliError::usage("no such number; nothing was changed"))?;
+    let (id, snap) = snaps.swap_remove(n - 1);
+    let has = |p: &str| snap.extra["parts"].as_array().is_some_and(|a| a.iter().any(|x| x == p));
+    let parts = if has("db") && has("storage") {
+        match ask("Restore what: [a]ll, [d]atabase, [s]torage? (a) ")?.as_str() {
+            "" | "a" | "all" => Parts::All,
+            "d" | "db" | "database" => Parts::Db,
+            "s" | "storage" => Parts::Storage,
+            other => return Err(CliError::usage(format!("{other:?} is not a choice; nothing was changed"))),
+        }
+    } else if has("db") {
+        Parts::Db
+    } else {
+        Parts::Storage
+    };
+    Ok((id, snap, parts))
 }

@@ -123,8 +123,17 @@ pub struct TargetSummary {
     pub database: Option<String>,
     pub project_url: Option<String>,
     pub tables: i64,
+    /// Tables outside platform schemas: the user's.
+    pub user_tables: i64,
     pub rows: i64,
     pub objects: Option<u64>,
+}
+
+impl TargetSummary {
+    /// Whether the project holds anything a restore would destroy.
+    pub fn is_empty(&self) -> bool {
+        self.user_tables == 0 && self.rows == 0 && self.objects.unwrap_or(0) == 0
+    }
 }
 
 pub fn target_summary(project: &Project, handle: &tokio::runtime::Handle) -> SupabaseResult<TargetSummary> {
@@ -132,6 +141,7 @@ pub fn target_summary(project: &Project, handle: &tokio::runtime::Handle) -> Sup
         database: project.db.as_ref().map(|d| d.display()),
         project_url: project.url.clone(),
         tables: 0,
+        user_tables: 0,
         rows: 0,
         objects: None,
     };
@@ -148,6 +158,16 @@ pub fn target_summary(project: &Project, handle: &tokio::runtime::Handle) -> Sup
             .map_err(SupabaseError::db)?;
         s.tables = row.get(0);
         s.rows = row.get(1);
+        let (user, _) = handle.block_on(super::catalog::schemas(&c))?;
+        let n: i64 = handle
+            .block_on(c.query_one(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)",
+                &[&user],
+            ))
+            .map_err(SupabaseError::db)?
+            .get(0);
+        s.user_tables = n;
     }
     if let Some(st) = &project.storage {
         let client = StorageClient::new(&st.url, &st.service_key).map_err(storage_err)?;
