@@ -216,3 +216,36 @@ fn dry_run_and_emit_sql_change_nothing() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("--yes"));
 }
+
+#[test]
+fn large_objects_upload_resumably_through_faults() {
+    let source = StorageServer::start("");
+    source.create_bucket(json!({"name": "media"}));
+    let big = common::noise(13 << 20, 8);
+    source.upload("media", "video/big.bin", &big, "application/octet-stream", Some(json!({"k": 1})));
+    source.upload("media", "small.txt", b"small", "text/plain", None);
+    let env = Env::new();
+    let store = |s: &StorageServer, args: &[&str]| {
+        let mut c = env.command(args);
+        c.env("SUPABASE_STORAGE_URL", s.url())
+            .env("SUPABASE_SERVICE_ROLE_KEY", &s.key)
+            .env_remove("SUPABASE_URL")
+            .env_remove("SUPABASE_DB_URL")
+            .env("SNAP_HTTP_READ_TIMEOUT", "5");
+        common::finish(c.output().unwrap())
+    };
+    store(&source, &["create", "--only", "storage"]).ok();
+    // The target drops a chunk twice (500, 503) and must still end complete.
+    let target = StorageServer::start("patch:500,patch:503");
+    let out = store(&target, &["restore", "latest", "--only", "storage", "--yes", "--json"]).ok().json();
+    assert_eq!(out["objects_uploaded"], 2, "{out}");
+    let (status, body) = target.request("GET", "/object/authenticated/media/video/big.bin", &[], b"");
+    assert_eq!(status, 200);
+    assert!(body == big, "large object differs after a resumable upload");
+    store(&target, &["verify", "latest", "--only", "storage"]).ok();
+    // A chunk refused for good fails the restore: the resumable path is the one taken.
+    let refusing = StorageServer::start("patch:403");
+    let r = store(&refusing, &["restore", "latest", "--only", "storage", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("media/video/big.bin") && r.stderr.contains("--only storage"), "{}", r.stderr);
+}

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use super::dbrestore::{DbRestoreOptions, DbRestoreReport, DbSnapshot, Restorer, StreamSource};
 use super::error::{SupabaseError, SupabaseResult};
 use super::project::{Parts, Project};
-use super::storage_api::{ApiError, StorageClient, UploadMeta};
+use super::storage_api::{ApiError, StorageClient, UploadMeta, TUS_CHUNK};
 use crate::repo::format::snapshot::Snapshot;
 use crate::repo::format::tree::NodeKind;
 use crate::repo::ops::{restore as engine_restore, walk};
@@ -441,7 +441,15 @@ fn upload_all(
                     user_metadata: o.attrs.get("user_metadata").cloned(),
                 };
                 let body = || object_stream(repo, snapshot, &o.path);
-                if let Err(e) = handle.block_on(client.upload(bucket, &o.name, &meta, body)) {
+                // Large objects go through the resumable endpoint, as the
+                // platform asks; a server without one gets a standard upload.
+                let result = handle.block_on(async {
+                    if o.size > TUS_CHUNK as u64 && client.upload_resumable(bucket, &o.name, &meta, body()).await? {
+                        return Ok(());
+                    }
+                    client.upload(bucket, &o.name, &meta, body).await
+                });
+                if let Err(e) = result {
                     failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(SupabaseError::Storage(format!(
                         "{e}; the database is restored: run `snap restore ID --only storage` to finish"
                     )));

@@ -448,6 +448,139 @@ impl StorageClient {
         }
     }
 
+    /// Upload through the server's resumable (TUS) endpoint in 6 MiB
+    /// chunks, the size Supabase requires: a dropped connection costs at
+    /// most one chunk, which is resent from the offset the server reports.
+    /// Returns `Ok(false)` when the server has no resumable endpoint.
+    pub async fn upload_resumable<S>(
+        &self,
+        bucket: &str,
+        name: &str,
+        meta: &UploadMeta,
+        body: S,
+    ) -> Result<bool, ApiError>
+    where
+        S: futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        use base64::Engine;
+        use futures_util::StreamExt;
+        let what = format!("{bucket}/{name}");
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let mut metadata = vec![format!("bucketName {}", b64(bucket)), format!("objectName {}", b64(name))];
+        if let Some(ct) = &meta.content_type {
+            metadata.push(format!("contentType {}", b64(ct)));
+        }
+        if let Some(cc) = &meta.cache_control {
+            metadata.push(format!("cacheControl {}", b64(cc)));
+        }
+        if let Some(m) = meta.user_metadata.as_ref().filter(|m| !m.is_null()) {
+            metadata.push(format!("metadata {}", b64(&m.to_string())));
+        }
+        let mut attempt = 0;
+        let location = loop {
+            let req = self
+                .http
+                .post(self.url("upload/resumable"))
+                .header("Tus-Resumable", "1.0.0")
+                .header("Upload-Length", meta.size)
+                .header("Upload-Metadata", metadata.join(","))
+                .header("x-upsert", "true");
+            let error = match req.send().await {
+                Ok(resp) if resp.status() == StatusCode::CREATED => {
+                    match resp.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()) {
+                        Some(l) => break l.to_string(),
+                        None => {
+                            return Err(ApiError::Permanent(format!("{what}: resumable upload without a Location")))
+                        }
+                    }
+                }
+                Ok(resp) if resp.status() == StatusCode::NOT_FOUND => return Ok(false),
+                Ok(resp) => {
+                    let status = resp.status();
+                    classify(status, &resp.text().await.unwrap_or_default(), &what)
+                }
+                Err(e) => transport(e, &what),
+            };
+            match error {
+                ApiError::Transient(m) if attempt + 1 < self.retry.attempts => {
+                    self.note_retry(&m);
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                e => return Err(e),
+            }
+        };
+        // Relative locations are resolved against the API base.
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("{}{}", self.base.trim_end_matches("/storage/v1"), location)
+        };
+        let mut body = Box::pin(body);
+        let mut offset: u64 = 0;
+        let mut chunk: Vec<u8> = Vec::with_capacity(TUS_CHUNK);
+        let mut ended = false;
+        while offset < meta.size || (meta.size == 0 && offset == 0 && !ended) {
+            // Fill one chunk (the last may be short).
+            while chunk.len() < TUS_CHUNK && !ended {
+                match body.next().await {
+                    Some(Ok(b)) => chunk.extend_from_slice(&b),
+                    Some(Err(e)) => return Err(ApiError::Permanent(format!("{what}: reading the snapshot: {e}"))),
+                    None => ended = true,
+                }
+            }
+            let take = chunk.len().min(TUS_CHUNK);
+            let piece: Vec<u8> = chunk.drain(..take).collect();
+            let mut sent = 0usize;
+            let mut attempt = 0;
+            while sent < piece.len() || piece.is_empty() {
+                let res = self
+                    .http
+                    .patch(&location)
+                    .header("Tus-Resumable", "1.0.0")
+                    .header("Upload-Offset", offset + sent as u64)
+                    .header(reqwest::header::CONTENT_TYPE, "application/offset+octet-stream")
+                    .body(piece[sent..].to_vec())
+                    .send()
+                    .await;
+                let error = match res {
+                    Ok(resp) if resp.status().is_success() => {
+                        sent = piece.len();
+                        if piece.is_empty() {
+                            return Ok(true);
+                        }
+                        continue;
+                    }
+                    Ok(resp) => {
+                        let status = resp.status();
+                        classify(status, &resp.text().await.unwrap_or_default(), &what)
+                    }
+                    Err(e) => transport(e, &what),
+                };
+                match error {
+                    ApiError::Transient(m) if attempt + 1 < self.retry.attempts => {
+                        self.note_retry(&m);
+                        tokio::time::sleep(self.retry.delay(attempt)).await;
+                        attempt += 1;
+                        // Ask where the server stands, and resend from there.
+                        if let Ok(head) = self.http.head(&location).header("Tus-Resumable", "1.0.0").send().await {
+                            if let Some(o) =
+                                head.headers().get("Upload-Offset").and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                            {
+                                if o >= offset && o <= offset + piece.len() as u64 {
+                                    sent = (o - offset) as usize;
+                                }
+                            }
+                        }
+                    }
+                    e => return Err(e),
+                }
+            }
+            offset += piece.len() as u64;
+        }
+        Ok(true)
+    }
+
     /// Delete objects by exact name, 1000 a request (the API's limit).
     pub async fn delete_objects(&self, bucket: &str, names: &[String]) -> Result<(), ApiError> {
         for batch in names.chunks(1000) {
@@ -488,6 +621,9 @@ fn listed(o: &Value, prefix: &str) -> Option<Listed> {
         updated_at: o["updated_at"].as_str().map(String::from),
     })
 }
+
+/// Chunk size of resumable uploads (Supabase requires 6 MiB).
+pub const TUS_CHUNK: usize = 6 << 20;
 
 /// What an upload sends besides the bytes.
 #[derive(Debug, Clone, Default)]

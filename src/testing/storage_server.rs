@@ -57,6 +57,42 @@ struct State {
     objects: BTreeMap<String, BTreeMap<String, Object>>,
 }
 
+/// A TUS upload: where its bytes go and what to store them as.
+struct PendingUpload {
+    bucket: String,
+    name: String,
+    length: u64,
+    content_type: String,
+    cache_control: String,
+    user_metadata: Option<Value>,
+    upsert: bool,
+    data: Vec<u8>,
+}
+
+/// TUS `Upload-Metadata`: `key base64,key base64`.
+fn tus_metadata(h: &str) -> HashMap<String, String> {
+    h.split(',')
+        .filter_map(|kv| {
+            let mut it = kv.trim().splitn(2, ' ');
+            let k = it.next()?.to_string();
+            let v = it
+                .next()
+                .map(|v| base64::engine::general_purpose::STANDARD.decode(v).unwrap_or_default())
+                .unwrap_or_default();
+            Some((k, String::from_utf8_lossy(&v).into_owned()))
+        })
+        .collect()
+}
+
+fn tus_response(status: u16, headers: &[(&str, String)]) -> Response<Cursor<Vec<u8>>> {
+    let mut r = Response::from_data(Vec::new()).with_status_code(StatusCode(status));
+    r.add_header(Header::from_bytes("Tus-Resumable", "1.0.0").expect("header"));
+    for (k, v) in headers {
+        r.add_header(Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("header"));
+    }
+    r
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Fault {
     Status(u16),
@@ -73,6 +109,8 @@ pub struct StorageServer {
     faults: Mutex<HashMap<String, VecDeque<Fault>>>,
     /// Behave like an older server without the list-v2 route.
     no_list_v2: bool,
+    /// Resumable (TUS) uploads in progress, by id.
+    uploads: Mutex<HashMap<String, PendingUpload>>,
     counter: std::sync::atomic::AtomicU64,
 }
 
@@ -177,6 +215,7 @@ impl StorageServer {
             state: Mutex::new(state),
             faults: Mutex::new(map),
             no_list_v2,
+            uploads: Mutex::new(HashMap::new()),
             counter: Default::default(),
         }))
     }
@@ -304,6 +343,17 @@ impl StorageServer {
             (Method::Post | Method::Put, ["object", bucket, name]) => {
                 let upsert = method == Method::Put || header(&req, "x-upsert").as_deref() == Some("true");
                 self.upload(&req, &percent_decode(bucket), &percent_decode(name), body, upsert)
+            }
+            (Method::Post, ["upload", "resumable"]) => self.tus_create(&req),
+            (Method::Patch, ["upload", "resumable", id]) => self.tus_patch(&req, id, body),
+            (Method::Head, ["upload", "resumable", id]) => {
+                match self.uploads.lock().unwrap_or_else(|p| p.into_inner()).get(*id) {
+                    Some(u) => tus_response(
+                        200,
+                        &[("Upload-Offset", u.data.len().to_string()), ("Upload-Length", u.length.to_string())],
+                    ),
+                    None => tus_response(404, &[]),
+                }
             }
             (Method::Delete, ["object", bucket]) => self.delete_many(&percent_decode(bucket), &body),
             (Method::Delete, ["object", bucket, name]) => {
@@ -597,6 +647,57 @@ impl StorageServer {
         json_response(200, &json!({"Key": format!("{bucket}/{name}"), "Id": id}))
     }
 
+    /// TUS creation: `Upload-Length` and `Upload-Metadata` (bucketName,
+    /// objectName, contentType, cacheControl, metadata).
+    fn tus_create(&self, req: &Request) -> Response<Cursor<Vec<u8>>> {
+        let Some(length) = header(req, "upload-length").and_then(|l| l.parse().ok()) else {
+            return tus_response(400, &[]);
+        };
+        let meta = tus_metadata(&header(req, "upload-metadata").unwrap_or_default());
+        let (Some(bucket), Some(name)) = (meta.get("bucketName"), meta.get("objectName")) else {
+            return error(400, "InvalidRequest", "bucketName and objectName are required");
+        };
+        if !self.lock().buckets.contains_key(bucket) {
+            return error(404, "Bucket not found", "Bucket not found");
+        }
+        let id = new_id();
+        let upload = PendingUpload {
+            bucket: bucket.clone(),
+            name: name.clone(),
+            length,
+            content_type: meta.get("contentType").cloned().unwrap_or_else(|| "application/octet-stream".into()),
+            cache_control: meta.get("cacheControl").cloned().unwrap_or_else(|| "no-cache".into()),
+            user_metadata: meta.get("metadata").and_then(|m| serde_json::from_str(m).ok()),
+            upsert: header(req, "x-upsert").as_deref() == Some("true"),
+            data: Vec::new(),
+        };
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), upload);
+        let host = header(req, "host").unwrap_or_else(|| "127.0.0.1".into());
+        tus_response(201, &[("Location", format!("http://{host}/upload/resumable/{id}"))])
+    }
+
+    /// TUS append at `Upload-Offset`; the last chunk stores the object.
+    fn tus_patch(&self, req: &Request, id: &str, body: Vec<u8>) -> Response<Cursor<Vec<u8>>> {
+        let offset: Option<usize> = header(req, "upload-offset").and_then(|o| o.parse().ok());
+        let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(u) = uploads.get_mut(id) else { return tus_response(404, &[]) };
+        if offset != Some(u.data.len()) {
+            return tus_response(409, &[("Upload-Offset", u.data.len().to_string())]);
+        }
+        u.data.extend_from_slice(&body);
+        if (u.data.len() as u64) < u.length {
+            return tus_response(204, &[("Upload-Offset", u.data.len().to_string())]);
+        }
+        let u = uploads.remove(id).expect("present");
+        drop(uploads);
+        let len = u.data.len();
+        let r = self.store(&u.bucket, &u.name, u.data, u.content_type, u.cache_control, u.user_metadata, u.upsert);
+        if r.status_code().0 != 200 {
+            return r;
+        }
+        tus_response(204, &[("Upload-Offset", len.to_string())])
+    }
+
     /// Fill an empty server with the demo project's buckets and objects,
     /// writing a copy of each object under `copy` for comparison.
     pub fn seed_demo(&self, copy: Option<&Path>) -> std::io::Result<()> {
@@ -663,6 +764,8 @@ fn route_kind(method: &Method, path: &str) -> &'static str {
         "bucket"
     } else if path.starts_with("object/") && matches!(method, Method::Get | Method::Head) {
         "download"
+    } else if path.starts_with("upload/resumable") && *method == Method::Patch {
+        "patch"
     } else {
         "upload"
     }
