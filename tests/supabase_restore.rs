@@ -249,3 +249,39 @@ fn large_objects_upload_resumably_through_faults() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("media/video/big.bin") && r.stderr.contains("--only storage"), "{}", r.stderr);
 }
+
+#[test]
+fn schema_bucket_and_excluded_table_restores_touch_only_what_was_asked() {
+    let db = Cluster::supabase_like();
+    let storage = StorageServer::start("");
+    storage.create_bucket(json!({"name": "a"}));
+    storage.create_bucket(json!({"name": "b"}));
+    storage.upload("a", "x.txt", b"a-x", "text/plain", None);
+    storage.upload("b", "y.txt", b"b-y", "text/plain", None);
+    let env = Env::new();
+    with_project(&env, &db, Some(&storage), &["create"]).ok();
+    db.psql_as(
+        "postgres",
+        "UPDATE api.documents SET title = 'drift'; UPDATE public.legacy_notes SET body = 'drift'; UPDATE public.todos SET task = 'drift';",
+    );
+    storage.upload("a", "x.txt", b"changed", "text/plain", None);
+    storage.upload("b", "y.txt", b"changed", "text/plain", None);
+
+    // --schema api: only api's rows come back.
+    with_project(&env, &db, None, &["restore", "latest", "--only", "db", "--schema", "api", "--yes"]).ok();
+    assert_eq!(db.psql_as("postgres", "SELECT title FROM api.documents;").trim(), "hello");
+    assert_eq!(db.psql_as("postgres", "SELECT DISTINCT body FROM public.legacy_notes;").trim(), "drift");
+    // The whole database, except one table left as it is.
+    with_project(&env, &db, None, &["restore", "latest", "--only", "db", "--exclude-table", "public.todos", "--yes"])
+        .ok();
+    assert_eq!(db.psql_as("postgres", "SELECT count(DISTINCT body) FROM public.legacy_notes;").trim(), "20");
+    assert_eq!(
+        db.psql_as("postgres", "SELECT count(*) FROM public.todos;").trim(),
+        "0",
+        "excluded: its rows are not loaded"
+    );
+    // --bucket a: only that bucket's objects.
+    with_project(&env, &db, Some(&storage), &["restore", "latest", "--only", "storage", "--bucket", "a", "--yes"]).ok();
+    assert_eq!(storage.request("GET", "/object/authenticated/a/x.txt", &[], b"").1, b"a-x");
+    assert_eq!(storage.request("GET", "/object/authenticated/b/y.txt", &[], b"").1, b"changed");
+}
