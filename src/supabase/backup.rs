@@ -112,11 +112,7 @@ pub fn backup_project(
     opts: &BackupOptions,
     observer: &dyn BackupObserver,
 ) -> SupabaseResult<BackupReport> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| SupabaseError::Config(format!("cannot start the async runtime: {e}")))?;
+    let runtime = super::runtime()?;
     let observer = Observer { inner: observer, warnings: Default::default() };
     let started = Utc::now();
     let mtime_ns = started.timestamp_nanos_opt().unwrap_or(0);

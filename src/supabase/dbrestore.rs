@@ -264,20 +264,17 @@ fn idempotent(stmt: &str) -> String {
         };
         format!("{to}{rest}")
     };
-    if head.starts_with("CREATE INDEX ") {
-        replace_prefix("CREATE INDEX", "CREATE INDEX IF NOT EXISTS")
-    } else if head.starts_with("CREATE UNIQUE INDEX ") {
-        replace_prefix("CREATE UNIQUE INDEX", "CREATE UNIQUE INDEX IF NOT EXISTS")
-    } else if head.starts_with("CREATE TRIGGER ") {
-        replace_prefix("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER")
-    } else if head.starts_with("CREATE VIEW ") {
-        replace_prefix("CREATE VIEW", "CREATE OR REPLACE VIEW")
-    } else if head.starts_with("CREATE FUNCTION ") {
-        replace_prefix("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
-    } else if head.starts_with("CREATE TABLE ") {
-        replace_prefix("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
-    } else if head.starts_with("CREATE SEQUENCE ") {
-        replace_prefix("CREATE SEQUENCE", "CREATE SEQUENCE IF NOT EXISTS")
+    const CREATE_FORMS: &[(&str, &str)] = &[
+        ("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"),
+        ("CREATE UNIQUE INDEX", "CREATE UNIQUE INDEX IF NOT EXISTS"),
+        ("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER"),
+        ("CREATE VIEW", "CREATE OR REPLACE VIEW"),
+        ("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"),
+        ("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"),
+        ("CREATE SEQUENCE", "CREATE SEQUENCE IF NOT EXISTS"),
+    ];
+    if let Some((from, to)) = CREATE_FORMS.iter().find(|(from, _)| head.starts_with(&format!("{from} "))) {
+        replace_prefix(from, to)
     } else if head.starts_with("CREATE POLICY ") {
         // DROP POLICY IF EXISTS "name" ON table; then create.
         let norm = normalize_head(stmt, 400);

@@ -22,3 +22,13 @@ pub mod storage_backup;
 pub mod verify;
 
 pub use error::{SupabaseError, SupabaseResult};
+
+/// The small async runtime the Supabase side runs its I/O on; the engine's
+/// own threads do the CPU work.
+pub fn runtime() -> SupabaseResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| SupabaseError::Config(format!("cannot start the async runtime: {e}")))
+}

@@ -194,11 +194,7 @@ pub fn restore_project(
         ));
     }
     repo.load_index()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| SupabaseError::Config(format!("cannot start the async runtime: {e}")))?;
+    let runtime = super::runtime()?;
     let handle = runtime.handle();
     let mut report = RestoreReport::default();
     let source = SnapshotStreams { repo, snapshot };

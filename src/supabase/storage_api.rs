@@ -170,6 +170,13 @@ fn classify(status: StatusCode, body: &str, what: &str) -> ApiError {
     }
 }
 
+/// An unsuccessful answer, classified from its status and body.
+async fn failure(resp: reqwest::Response, what: &str) -> ApiError {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    classify(status, &text, what)
+}
+
 fn transport(e: reqwest::Error, what: &str) -> ApiError {
     // reqwest's messages include the URL, which holds no secret; redact anyway.
     let mut msg = e.to_string();
@@ -216,34 +223,16 @@ impl StorageClient {
         format!("{}/{}", self.base, path)
     }
 
-    /// Send with retries; returns the body text of a success.
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>, what: &str) -> Result<String, ApiError> {
+    /// Run `op` until it succeeds, fails for good, or the attempts run out,
+    /// waiting with backoff and jitter between transient failures.
+    async fn with_retries<T, F, Fut>(&self, mut op: F) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
         let mut attempt = 0;
         loop {
-            let mut req = self.http.request(method.clone(), self.url(path));
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let result = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    match resp.text().await {
-                        Ok(text) if status.is_success() => {
-                            // Some gateways answer 200 with an error body.
-                            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                            if v.get("statusCode").is_some() && v.get("error").is_some() && !v.is_array() {
-                                Err(classify(status, &text, what))
-                            } else {
-                                Ok(text)
-                            }
-                        }
-                        Ok(text) => Err(classify(status, &text, what)),
-                        Err(e) => Err(transport(e, what)),
-                    }
-                }
-                Err(e) => Err(transport(e, what)),
-            };
-            match result {
+            match op().await {
                 Err(ApiError::Transient(m)) if attempt + 1 < self.retry.attempts => {
                     self.note_retry(&m);
                     tokio::time::sleep(self.retry.delay(attempt)).await;
@@ -252,6 +241,29 @@ impl StorageClient {
                 other => return other,
             }
         }
+    }
+
+    /// Send with retries; returns the body text of a success.
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>, what: &str) -> Result<String, ApiError> {
+        self.with_retries(|| async {
+            let mut req = self.http.request(method.clone(), self.url(path));
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.map_err(|e| transport(e, what))?;
+            let status = resp.status();
+            let text = resp.text().await.map_err(|e| transport(e, what))?;
+            if !status.is_success() {
+                return Err(classify(status, &text, what));
+            }
+            // Some gateways answer 200 with an error body.
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if v.get("statusCode").is_some() && v.get("error").is_some() && !v.is_array() {
+                return Err(classify(status, &text, what));
+            }
+            Ok(text)
+        })
+        .await
     }
 
     pub async fn list_buckets(&self) -> Result<Vec<Bucket>, ApiError> {
@@ -346,34 +358,20 @@ impl StorageClient {
     pub async fn download(&self, bucket: &str, name: &str, offset: u64) -> Result<Download, ApiError> {
         let what = format!("{bucket}/{name}");
         let path = format!("object/authenticated/{}/{}", encode_path(bucket), encode_path(name));
-        let mut attempt = 0;
-        loop {
+        self.with_retries(|| async {
             let mut req = self.http.get(self.url(&path));
             if offset > 0 {
                 req = req.header(RANGE, format!("bytes={offset}-"));
             }
-            let error = match req.send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    // A server that ignores Range sends everything again: skip what we have.
-                    let skip = if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT { offset } else { 0 };
-                    return Ok(Download { resp, skip });
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let text = resp.text().await.unwrap_or_default();
-                    classify(status, &text, &what)
-                }
-                Err(e) => transport(e, &what),
-            };
-            match error {
-                ApiError::Transient(m) if attempt + 1 < self.retry.attempts => {
-                    self.note_retry(&m);
-                    tokio::time::sleep(self.retry.delay(attempt)).await;
-                    attempt += 1;
-                }
-                e => return Err(e),
+            let resp = req.send().await.map_err(|e| transport(e, &what))?;
+            if !resp.status().is_success() {
+                return Err(failure(resp, &what).await);
             }
-        }
+            // A server that ignores Range sends everything again: skip what we have.
+            let skip = if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT { offset } else { 0 };
+            Ok(Download { resp, skip })
+        })
+        .await
     }
 
     /// The API base URL (holds no secret).
@@ -410,8 +408,7 @@ impl StorageClient {
     {
         let what = format!("{bucket}/{name}");
         let path = format!("object/{}/{}", encode_path(bucket), encode_path(name));
-        let mut attempt = 0;
-        loop {
+        self.with_retries(|| async {
             let mut req = self
                 .http
                 .post(self.url(&path))
@@ -428,24 +425,14 @@ impl StorageClient {
                 use base64::Engine;
                 req = req.header("x-metadata", base64::engine::general_purpose::STANDARD.encode(m.to_string()));
             }
-            let error = match req.send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(()),
-                Ok(resp) => {
-                    let status = resp.status();
-                    let text = resp.text().await.unwrap_or_default();
-                    classify(status, &text, &what)
-                }
-                Err(e) => transport(e, &what),
-            };
-            match error {
-                ApiError::Transient(m) if attempt + 1 < self.retry.attempts => {
-                    self.note_retry(&m);
-                    tokio::time::sleep(self.retry.delay(attempt)).await;
-                    attempt += 1;
-                }
-                e => return Err(e),
+            let resp = req.send().await.map_err(|e| transport(e, &what))?;
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(failure(resp, &what).await)
             }
-        }
+        })
+        .await
     }
 
     /// Upload through the server's resumable (TUS) endpoint in 6 MiB
@@ -476,40 +463,31 @@ impl StorageClient {
         if let Some(m) = meta.user_metadata.as_ref().filter(|m| !m.is_null()) {
             metadata.push(format!("metadata {}", b64(&m.to_string())));
         }
-        let mut attempt = 0;
-        let location = loop {
-            let req = self
-                .http
-                .post(self.url("upload/resumable"))
-                .header("Tus-Resumable", "1.0.0")
-                .header("Upload-Length", meta.size)
-                .header("Upload-Metadata", metadata.join(","))
-                .header("x-upsert", "true");
-            let error = match req.send().await {
-                Ok(resp) if resp.status() == StatusCode::CREATED => {
-                    match resp.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()) {
-                        Some(l) => break l.to_string(),
-                        None => {
-                            return Err(ApiError::Permanent(format!("{what}: resumable upload without a Location")))
-                        }
-                    }
+        let location = self
+            .with_retries(|| async {
+                let resp = self
+                    .http
+                    .post(self.url("upload/resumable"))
+                    .header("Tus-Resumable", "1.0.0")
+                    .header("Upload-Length", meta.size)
+                    .header("Upload-Metadata", metadata.join(","))
+                    .header("x-upsert", "true")
+                    .send()
+                    .await
+                    .map_err(|e| transport(e, &what))?;
+                match resp.status() {
+                    StatusCode::CREATED => resp
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .map(|l| Some(l.to_string()))
+                        .ok_or_else(|| ApiError::Permanent(format!("{what}: resumable upload without a Location"))),
+                    StatusCode::NOT_FOUND => Ok(None),
+                    _ => Err(failure(resp, &what).await),
                 }
-                Ok(resp) if resp.status() == StatusCode::NOT_FOUND => return Ok(false),
-                Ok(resp) => {
-                    let status = resp.status();
-                    classify(status, &resp.text().await.unwrap_or_default(), &what)
-                }
-                Err(e) => transport(e, &what),
-            };
-            match error {
-                ApiError::Transient(m) if attempt + 1 < self.retry.attempts => {
-                    self.note_retry(&m);
-                    tokio::time::sleep(self.retry.delay(attempt)).await;
-                    attempt += 1;
-                }
-                e => return Err(e),
-            }
-        };
+            })
+            .await?;
+        let Some(location) = location else { return Ok(false) };
         // Relative locations are resolved against the API base.
         let location = if location.starts_with("http") {
             location
@@ -551,10 +529,7 @@ impl StorageClient {
                         }
                         continue;
                     }
-                    Ok(resp) => {
-                        let status = resp.status();
-                        classify(status, &resp.text().await.unwrap_or_default(), &what)
-                    }
+                    Ok(resp) => failure(resp, &what).await,
                     Err(e) => transport(e, &what),
                 };
                 match error {

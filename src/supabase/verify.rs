@@ -49,11 +49,7 @@ pub fn verify_project(
         return Err(SupabaseError::Config("this snapshot is not of a Supabase project".into()));
     }
     repo.load_index()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| SupabaseError::Config(format!("cannot start the async runtime: {e}")))?;
+    let rt = super::runtime()?;
     let handle = rt.handle();
     let mut out = Vec::new();
     let has = |p: &str| snapshot.extra["parts"].as_array().is_some_and(|a| a.iter().any(|x| x == p));
