@@ -400,3 +400,41 @@ pub async fn security_catalog(c: &Client) -> SupabaseResult<serde_json::Value> {
     }
     Ok(serde_json::Value::Object(out))
 }
+
+/// A foreign key: (schema, table) of the referencing and referenced
+/// tables, with their columns (quoted) in key order.
+pub struct ForeignKey {
+    pub name: String,
+    pub child: (String, String),
+    pub parent: (String, String),
+    pub child_columns: Vec<String>,
+    pub parent_columns: Vec<String>,
+}
+
+pub async fn foreign_keys(c: &Client) -> SupabaseResult<Vec<ForeignKey>> {
+    let rows = c
+        .query(
+            "SELECT k.conname::text, cn.nspname::text, cc.relname::text, pn.nspname::text, pc.relname::text,
+                    ARRAY(SELECT quote_ident(a.attname) FROM unnest(k.conkey) WITH ORDINALITY u(n, o)
+                          JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.o),
+                    ARRAY(SELECT quote_ident(a.attname) FROM unnest(k.confkey) WITH ORDINALITY u(n, o)
+                          JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.o)
+             FROM pg_constraint k
+             JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+             JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+             WHERE k.contype = 'f'",
+            &[],
+        )
+        .await
+        .map_err(SupabaseError::db)?;
+    Ok(rows
+        .iter()
+        .map(|r| ForeignKey {
+            name: r.get(0),
+            child: (r.get(1), r.get(2)),
+            parent: (r.get(3), r.get(4)),
+            child_columns: r.get(5),
+            parent_columns: r.get(6),
+        })
+        .collect())
+}

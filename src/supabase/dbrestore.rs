@@ -738,19 +738,8 @@ async fn fk_order(
     c: &Client,
     tables: Vec<(String, String, String, u64)>,
 ) -> SupabaseResult<Vec<(String, String, String, u64)>> {
-    let rows = c
-        .query(
-            "SELECT cn.nspname::text, cc.relname::text, pn.nspname::text, pc.relname::text
-             FROM pg_constraint k
-             JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
-             JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-             WHERE k.contype = 'f'",
-            &[],
-        )
-        .await
-        .map_err(SupabaseError::db)?;
     let deps: Vec<((String, String), (String, String))> =
-        rows.iter().map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3)))).collect();
+        super::catalog::foreign_keys(c).await?.into_iter().map(|k| (k.child, k.parent)).collect();
     let mut done: Vec<(String, String, String, u64)> = Vec::new();
     let mut left = tables;
     while !left.is_empty() {
@@ -768,39 +757,27 @@ async fn fk_order(
 /// After `--table`, every foreign key into or out of the restored tables
 /// must hold; a violation rolls the restore back with a report.
 async fn check_foreign_keys(c: &Client, tables: &[(String, String, String, u64)]) -> SupabaseResult<()> {
-    let rows = c
-        .query(
-            "SELECT k.conname::text, cn.nspname::text, cc.relname::text, pn.nspname::text, pc.relname::text,
-                    ARRAY(SELECT quote_ident(a.attname) FROM unnest(k.conkey) WITH ORDINALITY u(n, o)
-                          JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.o),
-                    ARRAY(SELECT quote_ident(a.attname) FROM unnest(k.confkey) WITH ORDINALITY u(n, o)
-                          JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.o)
-             FROM pg_constraint k
-             JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
-             JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-             WHERE k.contype = 'f'",
-            &[],
-        )
-        .await
-        .map_err(SupabaseError::db)?;
     let touched: HashSet<(String, String)> = tables.iter().map(|(s, n, _, _)| (s.clone(), n.clone())).collect();
     let mut violations = Vec::new();
-    for r in rows {
-        let (name, cs, cn, ps, pn): (String, String, String, String, String) =
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-        if !touched.contains(&(cs.clone(), cn.clone())) && !touched.contains(&(ps.clone(), pn.clone())) {
+    for k in super::catalog::foreign_keys(c).await? {
+        if !touched.contains(&k.child) && !touched.contains(&k.parent) {
             continue;
         }
-        let ck: Vec<String> = r.get(5);
-        let pk: Vec<String> = r.get(6);
-        let not_null = ck.iter().map(|k| format!("c.{k} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
-        let join = ck.iter().zip(&pk).map(|(a, b)| format!("p.{b} = c.{a}")).collect::<Vec<_>>().join(" AND ");
+        let ((cs, cn), (ps, pn), name) = (&k.child, &k.parent, &k.name);
+        let not_null = k.child_columns.iter().map(|c| format!("c.{c} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
+        let join = k
+            .child_columns
+            .iter()
+            .zip(&k.parent_columns)
+            .map(|(a, b)| format!("p.{b} = c.{a}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
         let sql = format!(
             "SELECT count(*) FROM {}.{} c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {}.{} p WHERE {join})",
-            quote_ident(&cs),
-            quote_ident(&cn),
-            quote_ident(&ps),
-            quote_ident(&pn)
+            quote_ident(cs),
+            quote_ident(cn),
+            quote_ident(ps),
+            quote_ident(pn)
         );
         let n: i64 = c.query_one(&sql, &[]).await.map_err(SupabaseError::db)?.get(0);
         if n > 0 {
