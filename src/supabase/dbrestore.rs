@@ -116,8 +116,17 @@ impl DbSnapshot<'_> {
     }
 }
 
+/// A statement as shown in messages: one line, shortened, and never with
+/// a role's password (hash) in it.
+pub fn shown(sql: &str, max: usize) -> String {
+    static PW: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = PW.get_or_init(|| regex::Regex::new(r"(?i)PASSWORD\s+'(?:[^']|'')*'").expect("valid pattern"));
+    let one: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    re.replace_all(&one, "PASSWORD '[REDACTED]'").chars().take(max).collect()
+}
+
 fn exec_err(phase: &str, sql: &str, e: &tokio_postgres::Error) -> SupabaseError {
-    let head: String = sql.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect();
+    let head = shown(sql, 160);
     SupabaseError::Database(format!("{phase}: {} (statement: {head}); nothing was changed", pg_message(e)))
 }
 
@@ -130,7 +139,7 @@ fn cleaned(stream: Stream, text: &str, cx: &Context, report: &mut DbRestoreRepor
             Verdict::Rewrite(s) => out.push(s),
             Verdict::Skip { rule, notice } => {
                 if notice {
-                    report.skipped.push((normalize_head(&stmt, 120), rule.to_string()));
+                    report.skipped.push((shown(&stmt, 120), rule.to_string()));
                 }
             }
         }
@@ -477,7 +486,7 @@ impl Restorer<'_> {
                     report.notices.push(format!(
                         "not restored ({}): {}; apply it with the platform's tools",
                         pg_message(&e),
-                        normalize_head(&step.sql, 160)
+                        shown(&step.sql, 160)
                     ));
                 }
                 continue;
@@ -802,6 +811,12 @@ pub fn role_literal(r: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_in_messages_hide_passwords() {
+        let s = shown("ALTER ROLE \"app\" WITH LOGIN PASSWORD 'SCRAM-SHA-256$4096:abc''x'", 200);
+        assert_eq!(s, "ALTER ROLE \"app\" WITH LOGIN PASSWORD '[REDACTED]'");
+    }
 
     #[test]
     fn platform_additions_add_columns_and_user_objects_only() {

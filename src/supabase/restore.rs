@@ -284,8 +284,17 @@ pub fn restore_project(
             });
             if let Some(dir) = &opts.emit_sql {
                 std::fs::create_dir_all(dir).map_err(|e| SupabaseError::Config(format!("{}: {e}", dir.display())))?;
-                let mut f = std::fs::File::create(dir.join("restore.sql"))
-                    .map_err(|e| SupabaseError::Config(format!("{}: {e}", dir.display())))?;
+                // It may hold role password hashes: readable by its owner only.
+                let mut f = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(dir.join("restore.sql"))
+                        .map_err(|e| SupabaseError::Config(format!("{}: {e}", dir.display())))?
+                };
                 let mut text = String::from("-- The cleaned SQL snap restore runs, in order, in one transaction.\n-- Table rows load at the marked point from the snapshot's db/data streams (`snap restore ID --target DIR` writes them out).\nBEGIN;\n");
                 for s in &steps {
                     if s.phase == "data" {
