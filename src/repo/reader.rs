@@ -118,3 +118,70 @@ pub fn for_each_blob_ordered(
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::repo::archiver::{SnapshotMeta, SnapshotWriter};
+    use crate::repo::backend::MemoryBackend;
+    use crate::repo::crypto::KdfParams;
+    use crate::repo::format::snapshot::Source;
+    use crate::repo::format::tree::{Node, NodeKind};
+    use crate::repo::ops::walk;
+    use crate::repo::repository::InitOptions;
+    use crate::repo::saver::Progress;
+
+    /// Blobs come back whole and in order whatever the sink's pace, with
+    /// small chunks (many runs per pack) and repeated chunks.
+    #[test]
+    fn ordered_reads_with_a_slow_sink() {
+        let kdf = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+        let repo = Arc::new(
+            Repository::init(
+                Arc::new(MemoryBackend::new()),
+                b"pw",
+                &InitOptions { kdf, pack_size: 4 << 20, compression_level: 1 },
+            )
+            .unwrap(),
+        );
+        let mut x = 7u64;
+        let mut data: Vec<u8> = (0..6_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as u8
+            })
+            .collect();
+        let copy = data[..1_000_000].to_vec();
+        data.extend_from_slice(&copy);
+        let mut w = SnapshotWriter::new(repo.clone(), Arc::new(Progress::default())).unwrap();
+        w.add_file(vec![b"f".to_vec()], Node::new(b"f", NodeKind::File), &data[..], "small").unwrap();
+        let meta = SnapshotMeta {
+            time: None,
+            host: None,
+            tags: vec![],
+            source: Source::Stdin { name: "f".into() },
+            extra: serde_json::Value::Null,
+        };
+        let (_, snap) = w.finish(meta).unwrap();
+        let node = walk::find_node(&repo, &snap.tree, &[b"f".to_vec()]).unwrap().unwrap();
+        assert!(node.content.len() > 40, "{}", node.content.len());
+        for threads in [1, 2, 4] {
+            let mut out = Vec::new();
+            let mut n = 0;
+            for_each_blob_ordered(&repo, &node.content, threads, |d| {
+                n += 1;
+                if n % 7 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                out.extend_from_slice(&d);
+                Ok(())
+            })
+            .unwrap();
+            assert!(out == data, "threads {threads}");
+        }
+    }
+}

@@ -21,10 +21,13 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 
+use std::pin::Pin;
+
 use futures_util::SinkExt;
 use serde_json::Value;
 use tokio::runtime::Handle;
 use tokio_postgres::Client;
+use tokio_postgres::CopyInSink;
 
 use super::catalog::{quote_ident, quote_literal};
 use super::error::{pg_message, SupabaseError, SupabaseResult};
@@ -647,96 +650,127 @@ impl Restorer<'_> {
         }
     }
 
-    /// COPY a stream, into its own table or `into`.
+    /// COPY a stream, into its own table or `into`. The stream is read on
+    /// this thread straight into the COPY: its first line is the COPY
+    /// statement, the last the `\.` terminator, rows go in 256 KiB writes.
     fn copy_stream(&self, c: &Client, path: &str, into: Option<&str>) -> SupabaseResult<u64> {
-        // The stream is read on a blocking thread into a bounded channel.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
-        let path_owned = path.to_string();
-        let source: &dyn StreamSource = self.source;
-        let result = std::thread::scope(|s| {
-            s.spawn(move || {
-                let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(256 * 1024) };
-                let r = source
-                    .copy_to(&path_owned, &mut w)
-                    .and_then(|_| w.flush().map_err(|e| SupabaseError::Tool(e.to_string())));
-                if let Err(e) = r {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                }
-            });
-            self.handle.block_on(async {
-                let mut header = Vec::new();
-                let mut first: Option<bytes::Bytes> = None;
-                // Read up to the end of the first line: the COPY statement.
-                while let Some(chunk) = rx.recv().await {
-                    let chunk = chunk.map_err(|e| SupabaseError::Tool(format!("reading {path}: {e}")))?;
-                    if let Some(p) = chunk.iter().position(|&b| b == b'\n') {
-                        header.extend_from_slice(&chunk[..p]);
-                        first = Some(chunk.slice(p + 1..));
-                        break;
-                    }
-                    header.extend_from_slice(&chunk);
-                }
-                let header = String::from_utf8_lossy(&header).to_string();
-                let mut stmt = header.trim_end_matches(';').replace(" FROM stdin", " FROM STDIN");
-                if let (Some(table), Some(open)) = (into, stmt.find(" (")) {
-                    stmt = format!("COPY {table}{}", &stmt[open..]);
-                }
-                if !stmt.starts_with("COPY ") {
-                    return Err(SupabaseError::Database(format!("{path} is not a COPY stream")));
-                }
-                let sink = c
-                    .copy_in::<_, bytes::Bytes>(stmt.as_str())
-                    .await
-                    .map_err(|e| exec_err("loading rows", &stmt, &e))?;
-                futures_util::pin_mut!(sink);
-                let mut rows = 0u64;
-                // Hold back the last 3 bytes (`\.\n`) until the end.
-                let mut tail: Vec<u8> = Vec::new();
-                let mut pending = first.into_iter().map(Ok).collect::<Vec<_>>();
-                loop {
-                    let next = match pending.pop() {
-                        Some(x) => Some(x),
-                        None => rx.recv().await,
-                    };
-                    let Some(chunk) = next else { break };
-                    let chunk = chunk.map_err(|e| SupabaseError::Tool(format!("reading {path}: {e}")))?;
-                    tail.extend_from_slice(&chunk);
-                    if tail.len() > 3 {
-                        let send = tail.len() - 3;
-                        let data: Vec<u8> = tail.drain(..send).collect();
-                        rows += data.iter().filter(|&&b| b == b'\n').count() as u64;
-                        sink.send(bytes::Bytes::from(data)).await.map_err(|e| exec_err("loading rows", &stmt, &e))?;
-                    }
-                }
-                if tail != b"\\.\n" {
-                    return Err(SupabaseError::Database(format!("{path} does not end with the COPY terminator")));
-                }
-                sink.as_mut().finish().await.map_err(|e| exec_err("loading rows", &stmt, &e))?;
-                Ok(rows)
-            })
-        });
-        result
+        let mut w = CopyWriter {
+            restorer: self,
+            client: c,
+            path,
+            into,
+            header: Vec::new(),
+            sink: None,
+            stmt: String::new(),
+            buf: Vec::with_capacity(COPY_WRITE + 4096),
+            rows: 0,
+            error: None,
+        };
+        let copied = self.source.copy_to(path, &mut w);
+        if let Some(e) = w.error.take() {
+            return Err(e);
+        }
+        copied?;
+        w.finish()
     }
 }
 
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+/// Bytes of rows sent to the server per write.
+const COPY_WRITE: usize = 256 * 1024;
+
+/// Receives a table stream and feeds the server's COPY.
+struct CopyWriter<'a> {
+    restorer: &'a Restorer<'a>,
+    client: &'a Client,
+    path: &'a str,
+    into: Option<&'a str>,
+    header: Vec<u8>,
+    sink: Option<Pin<Box<CopyInSink<bytes::Bytes>>>>,
+    stmt: String,
+    /// Rows not yet sent; always ends with the last 3 bytes seen (held
+    /// back, since the stream's final `\.\n` is not data).
     buf: Vec<u8>,
+    rows: u64,
+    error: Option<SupabaseError>,
 }
 
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 256 * 1024 {
-            self.flush()?;
+impl CopyWriter<'_> {
+    fn start(&mut self) -> SupabaseResult<()> {
+        let header = String::from_utf8_lossy(&self.header).to_string();
+        let mut stmt = header.trim_end_matches(';').replace(" FROM stdin", " FROM STDIN");
+        if let (Some(table), Some(open)) = (self.into, stmt.find(" (")) {
+            stmt = format!("COPY {table}{}", &stmt[open..]);
         }
-        Ok(data.len())
+        if !stmt.starts_with("COPY ") {
+            return Err(SupabaseError::Database(format!("{} is not a COPY stream", self.path)));
+        }
+        let sink = self
+            .restorer
+            .b(self.client.copy_in::<_, bytes::Bytes>(stmt.as_str()))
+            .map_err(|e| exec_err("loading rows", &stmt, &e))?;
+        self.sink = Some(Box::pin(sink));
+        self.stmt = stmt;
+        Ok(())
+    }
+
+    /// Send all but the last 3 buffered bytes.
+    fn send(&mut self) -> SupabaseResult<()> {
+        if self.buf.len() <= 3 {
+            return Ok(());
+        }
+        let keep = self.buf.split_off(self.buf.len() - 3);
+        let data = std::mem::replace(&mut self.buf, keep);
+        self.rows += data.iter().filter(|&&b| b == b'\n').count() as u64;
+        let sink = self.sink.as_mut().expect("COPY started");
+        self.restorer.b(sink.send(bytes::Bytes::from(data))).map_err(|e| exec_err("loading rows", &self.stmt, &e))
+    }
+
+    fn finish(mut self) -> SupabaseResult<u64> {
+        if self.sink.is_none() {
+            return Err(SupabaseError::Database(format!("{} is empty", self.path)));
+        }
+        self.send()?;
+        if self.buf != b"\\.\n" {
+            return Err(SupabaseError::Database(format!("{} does not end with the COPY terminator", self.path)));
+        }
+        let sink = self.sink.as_mut().expect("COPY started");
+        self.restorer.b(sink.as_mut().finish()).map_err(|e| exec_err("loading rows", &self.stmt, &e))?;
+        Ok(self.rows)
+    }
+
+    fn feed(&mut self, mut data: &[u8]) -> SupabaseResult<()> {
+        if self.sink.is_none() {
+            match data.iter().position(|&b| b == b'\n') {
+                Some(p) => {
+                    self.header.extend_from_slice(&data[..p]);
+                    data = &data[p + 1..];
+                    self.start()?;
+                }
+                None => {
+                    self.header.extend_from_slice(data);
+                    return Ok(());
+                }
+            }
+        }
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= COPY_WRITE {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for CopyWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self.feed(data) {
+            Ok(()) => Ok(data.len()),
+            Err(e) => {
+                self.error = Some(e);
+                Err(std::io::Error::other("COPY failed"))
+            }
+        }
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            let b = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(256 * 1024)));
-            self.tx.blocking_send(Ok(b)).map_err(|_| std::io::Error::other("loader stopped"))?;
-        }
         Ok(())
     }
 }
