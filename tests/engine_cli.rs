@@ -388,3 +388,42 @@ fn default_kdf_is_tuned_and_stored_in_the_key_file() {
     assert!(kf["iterations"].as_u64().unwrap() >= 1);
     env.snap(&["snapshots"]).ok();
 }
+
+#[test]
+fn forget_applies_keep_rules_and_names_them() {
+    let env = Env::new();
+    // Backdated daily snapshots across a month end, two on the last day.
+    let times = [
+        "2026-01-29 10:00:00",
+        "2026-01-30 10:00:00",
+        "2026-01-31 09:00:00",
+        "2026-01-31 18:00:00",
+        "2026-02-01 10:00:00",
+        "2026-02-02 10:00:00",
+    ];
+    let mut ids = Vec::new();
+    for t in times {
+        let out = env.snap_stdin(&["create", "--stdin", "f", "--time", t, "--json"], t.as_bytes()).ok().json();
+        ids.push(out["snapshot_id"].as_str().unwrap().to_string());
+    }
+    env.snap(&["forget"]).fails_with(2, "no keep rule");
+    let plan = env.snap(&["forget", "--keep-daily", "2", "--keep-monthly", "2", "--dry-run", "--json"]).ok().json();
+    let kept: Vec<String> = plan["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["keep"] == true)
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    // Daily: Feb 2, Feb 1; monthly: February's newest (Feb 2), January's newest (Jan 31 18:00).
+    let expect: std::collections::BTreeSet<String> = [&ids[5], &ids[4], &ids[3]].into_iter().cloned().collect();
+    assert_eq!(kept.into_iter().collect::<std::collections::BTreeSet<_>>(), expect);
+    assert_eq!(env.snap(&["snapshots", "--json"]).ok().json().as_array().unwrap().len(), 6, "dry run removes nothing");
+    let out = env.snap(&["forget", "--keep-daily", "2", "--keep-monthly", "2"]).ok();
+    assert!(out.stdout.contains("monthly") && out.stdout.contains("removed 3"), "{}", out.stdout);
+    assert_eq!(env.snap(&["snapshots", "--json"]).ok().json().as_array().unwrap().len(), 3);
+    // By name; the rest still restore.
+    env.snap(&["forget", &ids[4][..8]]).ok();
+    assert_eq!(env.snap(&["dump", &ids[5][..8], "f"]).ok().stdout, times[5]);
+    env.snap(&["check", "--read-data"]).ok();
+}

@@ -77,6 +77,9 @@ pub enum Command {
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Remove snapshots: the named ones, or those the keep rules do not keep
+    /// (the space is given back by a later prune)
+    Forget(Box<ForgetArgs>),
     /// Remove stale locks (or all locks with --remove-all)
     Unlock {
         #[arg(long)]
@@ -268,4 +271,40 @@ pub enum KeyCommand {
     },
     /// Print the master key for a paper copy (keep it safe: it opens the repository)
     Export,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to remove (ids or `latest`)
+    pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots of each group
+    #[arg(long, default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// … of the last N days
+    #[arg(long, default_value_t = 0)]
+    pub keep_daily: u32,
+    /// … of the last N ISO weeks
+    #[arg(long, default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// … of the last N months
+    #[arg(long, default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// … of the last N years
+    #[arg(long, default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep every snapshot within this long of the group's newest (e.g. 14d, 1y6m)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep every snapshot with this tag (repeatable)
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Group snapshots by any of host, source, tags
+    #[arg(long, default_value = "host,source")]
+    pub group_by: String,
+    /// Print what would be kept and removed (and why); remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }

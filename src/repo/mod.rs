@@ -14,6 +14,7 @@ pub mod lock;
 pub mod ops;
 pub mod reader;
 pub mod repository;
+pub mod retention;
 pub mod saver;
 pub mod sysinfo;
 

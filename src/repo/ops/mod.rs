@@ -4,6 +4,7 @@
 pub mod check;
 pub mod create;
 pub mod diff;
+pub mod forget;
 pub mod repair;
 pub mod restore;
 pub mod stats;
