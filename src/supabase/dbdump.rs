@@ -16,7 +16,7 @@
 //! - `data/<schema>/<table>.sql`: one COPY block per table
 //! - `sequences.sql`, `large_objects.sql`, `matviews.sql`
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -95,6 +95,14 @@ pub struct DbManifest {
     pub streams: Vec<String>,
 }
 
+/// What streaming one table found.
+#[derive(Debug, Clone, Default)]
+struct TableStats {
+    rows: u64,
+    bytes: u64,
+    hash: String,
+}
+
 enum Task {
     Roles,
     Schema,
@@ -130,8 +138,8 @@ struct Shared<'a> {
     matviews: Vec<String>,
     observer: &'a dyn DbObserver,
     failed: AtomicBool,
-    /// Per table stream: path, rows, bytes, row fingerprint.
-    rows: Mutex<Vec<(String, u64, u64, String)>>,
+    /// Per table stream path: what streaming it found.
+    rows: Mutex<HashMap<String, TableStats>>,
     large_objects: AtomicU64,
     sequences: AtomicU64,
 }
@@ -246,7 +254,7 @@ pub fn backup_database(
         matviews: matviews.iter().map(|(s, n)| format!("{}.{}", quote_ident(s), quote_ident(n))).collect(),
         observer,
         failed: AtomicBool::new(false),
-        rows: Mutex::new(Vec::new()),
+        rows: Mutex::new(HashMap::new()),
         large_objects: AtomicU64::new(0),
         sequences: AtomicU64::new(0),
     };
@@ -296,18 +304,14 @@ pub fn backup_database(
         .iter()
         .map(|t| {
             let path = table_path(t).join("/");
-            let (r, b, h) = rows.iter().find(|(p, ..)| *p == path).map(|(_, r, b, h)| (*r, *b, h.clone())).unwrap_or((
-                0,
-                0,
-                String::new(),
-            ));
+            let stats = rows.get(&path).cloned().unwrap_or_default();
             TableManifest {
                 schema: t.schema.clone(),
                 name: t.name.clone(),
                 path,
-                rows: r,
-                bytes: b,
-                rows_hash: h,
+                rows: stats.rows,
+                bytes: stats.bytes,
+                rows_hash: stats.hash,
                 columns: t.columns.clone(),
                 partition_of: t.partition_of.clone(),
             }
@@ -511,7 +515,6 @@ fn copy_table(shared: &Shared, client: &Client, t: &Table) -> SupabaseResult<Con
         stream: Box::pin(stream),
         pending: Bytes::from(header.into_bytes()),
         state: CopyState::Header,
-        rows: 0,
         hash: super::rowhash::RowHash::new(),
         error: None,
     };
@@ -522,7 +525,8 @@ fn copy_table(shared: &Shared, client: &Client, t: &Table) -> SupabaseResult<Con
     }
     let content = content?;
     let path = table_path(t).join("/");
-    shared.rows.lock().unwrap_or_else(|p| p.into_inner()).push((path, reader.rows, content.size, reader.hash.finish()));
+    let stats = TableStats { rows: reader.hash.rows, bytes: content.size, hash: reader.hash.finish() };
+    shared.rows.lock().unwrap_or_else(|p| p.into_inner()).insert(path, stats);
     shared.observer.stream_done(&label, content.size);
     Ok(content)
 }
@@ -538,17 +542,12 @@ enum CopyState {
 /// Bytes of COPY data gathered per wake-up of the reading thread.
 const COPY_BATCH: usize = 256 * 1024;
 
-fn memchr_count(b: &[u8]) -> u64 {
-    b.iter().filter(|&&c| c == b'\n').count() as u64
-}
-
 /// COPY output as one `COPY … FROM stdin;` block: header, rows, `\.`.
 struct CopyReader<'a> {
     handle: &'a Handle,
     stream: Pin<Box<CopyOutStream>>,
     pending: Bytes,
     state: CopyState,
-    rows: u64,
     hash: super::rowhash::RowHash,
     error: Option<String>,
 }
@@ -579,8 +578,7 @@ impl Read for CopyReader<'_> {
                         }
                         (batch, None)
                     });
-                    // Text COPY escapes newlines inside values: one '\n' per row.
-                    self.rows += memchr_count(&batch);
+                    // Counts the rows too (text COPY has one '\n' per row).
                     self.hash.update(&batch);
                     self.pending = Bytes::from(batch);
                     match end {

@@ -29,7 +29,7 @@ use tokio::runtime::Handle;
 use tokio_postgres::Client;
 use tokio_postgres::CopyInSink;
 
-use super::catalog::{quote_ident, quote_literal};
+use super::catalog::quote_ident;
 use super::error::{pg_message, SupabaseError, SupabaseResult};
 use super::pgconn::DbTarget;
 use super::pgtools::{self, ChildStream, RestrictFilter};
@@ -42,26 +42,6 @@ pub trait StreamSource: Sync {
     fn read_text(&self, path: &str) -> SupabaseResult<String>;
     /// Write a stream's bytes to `out`.
     fn copy_to(&self, path: &str, out: &mut dyn Write) -> SupabaseResult<u64>;
-    /// A stream's first line.
-    fn read_head(&self, path: &str) -> SupabaseResult<String> {
-        struct FirstLine(Vec<u8>);
-        impl Write for FirstLine {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                if let Some(p) = b.iter().position(|&c| c == b'\n') {
-                    self.0.extend_from_slice(&b[..p]);
-                    return Err(std::io::Error::other("first line read"));
-                }
-                self.0.extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut w = FirstLine(Vec::new());
-        let _ = self.copy_to(path, &mut w);
-        Ok(String::from_utf8_lossy(&w.0).into_owned())
-    }
 }
 
 #[derive(Default)]
@@ -357,6 +337,11 @@ impl Restorer<'_> {
         self.opts.schemas.is_empty() || self.opts.schemas.iter().any(|s| s == schema)
     }
 
+    /// The tables whose rows this restore loads: (schema, name, stream path, rows).
+    pub fn tables_to_load(&self) -> Vec<(String, String, String, u64)> {
+        self.snapshot.tables().into_iter().filter(|(s, n, _, _)| self.selected(s, n)).collect()
+    }
+
     /// Whole-database restore unless only some tables or schemas were asked for.
     fn full(&self) -> bool {
         self.opts.tables.is_empty() && self.opts.schemas.is_empty()
@@ -411,9 +396,18 @@ impl Restorer<'_> {
             .map_err(SupabaseError::db)?
             .get(0);
         let steps = self.plan(&me, major as u32, report)?;
-        self.exec(&c, "begin", "BEGIN")?;
-        match self.transaction(&c, steps, report) {
-            Ok(()) => self.exec(&c, "commit", "COMMIT"),
+        self.in_transaction(&c, || self.transaction(&c, steps, report))
+    }
+
+    /// Run `work` in a transaction: committed if it succeeds, rolled back
+    /// (and its error returned) if not.
+    fn in_transaction<T>(&self, c: &Client, work: impl FnOnce() -> SupabaseResult<T>) -> SupabaseResult<T> {
+        self.exec(c, "begin", "BEGIN")?;
+        match work() {
+            Ok(v) => {
+                self.exec(c, "commit", "COMMIT")?;
+                Ok(v)
+            }
             Err(e) => {
                 let _ = self.b(c.batch_execute("ROLLBACK"));
                 Err(e)
@@ -520,8 +514,7 @@ impl Restorer<'_> {
     }
 
     fn load_data(&self, c: &Client, report: &mut DbRestoreReport) -> SupabaseResult<()> {
-        let tables: Vec<(String, String, String, u64)> =
-            self.snapshot.tables().into_iter().filter(|(s, n, _, _)| self.selected(s, n)).collect();
+        let tables = self.tables_to_load();
         for t in &self.opts.tables {
             if !tables.iter().any(|(s, n, _, _)| &format!("{s}.{n}") == t) {
                 return Err(SupabaseError::Config(format!("--table {t}: the snapshot has no rows of such a table")));
@@ -601,7 +594,7 @@ impl Restorer<'_> {
     /// COPY one table's stream: its first line is the COPY statement, the
     /// last is the `\.` terminator; rows go in 256 KiB writes.
     fn copy_table(&self, c: &Client, path: &str) -> SupabaseResult<u64> {
-        self.copy_stream(c, path, None)
+        Ok(self.copy_stream(c, path, None)?.rows)
     }
 
     /// After Storage uploads (which give objects new versions and times),
@@ -610,24 +603,20 @@ impl Restorer<'_> {
     pub fn restore_object_rows(&self) -> SupabaseResult<u64> {
         let path = "db/data/storage/objects.sql";
         let c = self.b(self.target.connect())?;
-        self.exec(&c, "begin", "BEGIN")?;
-        let r = (|| {
+        self.in_transaction(&c, || {
             // The platform's update trigger would stamp updated_at with now().
             if self.b(c.batch_execute("SAVEPOINT snap_replica; SET LOCAL session_replication_role = replica")).is_err()
             {
                 self.exec(&c, "object rows", "ROLLBACK TO SAVEPOINT snap_replica")?;
             }
             self.exec(&c, "object rows", "CREATE TEMP TABLE snap_objects (LIKE storage.objects) ON COMMIT DROP")?;
-            self.copy_stream(&c, path, Some("pg_temp.snap_objects"))?;
-            let header = self.source.read_head(path)?;
-            let cols: Vec<String> = header
-                .split_once('(')
-                .and_then(|(_, r)| r.rsplit_once(')'))
-                .map(|(cols, _)| cols.split(", ").map(|c| c.trim().to_string()).collect())
-                .unwrap_or_default();
-            let keep = ["\"id\"", "\"bucket_id\"", "\"name\""];
-            let set: Vec<String> =
-                cols.iter().filter(|c| !keep.contains(&c.as_str())).map(|c| format!("{c} = t.{c}")).collect();
+            let loaded = self.copy_stream(&c, path, Some("pg_temp.snap_objects"))?;
+            let set: Vec<String> = loaded
+                .columns
+                .iter()
+                .filter(|c| !["id", "bucket_id", "name"].contains(&c.as_str()))
+                .map(|c| format!("{q} = t.{q}", q = quote_ident(c)))
+                .collect();
             if set.is_empty() {
                 return Ok(0);
             }
@@ -635,25 +624,14 @@ impl Restorer<'_> {
                 "UPDATE storage.objects o SET {} FROM pg_temp.snap_objects t WHERE o.bucket_id = t.bucket_id AND o.name = t.name",
                 set.join(", ")
             );
-            let n = self.b(c.execute(sql.as_str(), &[])).map_err(|e| exec_err("object rows", &sql, &e))?;
-            Ok(n)
-        })();
-        match r {
-            Ok(n) => {
-                self.exec(&c, "commit", "COMMIT")?;
-                Ok(n)
-            }
-            Err(e) => {
-                let _ = self.b(c.batch_execute("ROLLBACK"));
-                Err(e)
-            }
-        }
+            self.b(c.execute(sql.as_str(), &[])).map_err(|e| exec_err("object rows", &sql, &e))
+        })
     }
 
     /// COPY a stream, into its own table or `into`. The stream is read on
     /// this thread straight into the COPY: its first line is the COPY
     /// statement, the last the `\.` terminator, rows go in 256 KiB writes.
-    fn copy_stream(&self, c: &Client, path: &str, into: Option<&str>) -> SupabaseResult<u64> {
+    fn copy_stream(&self, c: &Client, path: &str, into: Option<&str>) -> SupabaseResult<Loaded> {
         let mut w = CopyWriter {
             restorer: self,
             client: c,
@@ -673,6 +651,12 @@ impl Restorer<'_> {
         copied?;
         w.finish()
     }
+}
+
+/// What a COPY loaded: rows, and the stream's columns (unquoted).
+struct Loaded {
+    rows: u64,
+    columns: Vec<String>,
 }
 
 /// Bytes of rows sent to the server per write.
@@ -725,7 +709,7 @@ impl CopyWriter<'_> {
         self.restorer.b(sink.send(bytes::Bytes::from(data))).map_err(|e| exec_err("loading rows", &self.stmt, &e))
     }
 
-    fn finish(mut self) -> SupabaseResult<u64> {
+    fn finish(mut self) -> SupabaseResult<Loaded> {
         if self.sink.is_none() {
             return Err(SupabaseError::Database(format!("{} is empty", self.path)));
         }
@@ -735,7 +719,8 @@ impl CopyWriter<'_> {
         }
         let sink = self.sink.as_mut().expect("COPY started");
         self.restorer.b(sink.as_mut().finish()).map_err(|e| exec_err("loading rows", &self.stmt, &e))?;
-        Ok(self.rows)
+        let columns = super::copytext::header_columns(&String::from_utf8_lossy(&self.header));
+        Ok(Loaded { rows: self.rows, columns })
     }
 
     fn feed(&mut self, mut data: &[u8]) -> SupabaseResult<()> {
@@ -835,11 +820,6 @@ async fn check_foreign_keys(c: &Client, tables: &[(String, String, String, u64)]
             violations.join("; ")
         )))
     }
-}
-
-/// Quote a role for messages and SQL.
-pub fn role_literal(r: &str) -> String {
-    quote_literal(r)
 }
 
 #[cfg(test)]

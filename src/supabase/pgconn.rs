@@ -150,9 +150,7 @@ impl DbTarget {
     pub fn route(&self) -> Route {
         if self.port == 6543 {
             Route::TransactionPooler
-        } else if self.host.contains("pooler.supabase.com")
-            || self.user.contains('.') && self.user.starts_with("postgres.")
-        {
+        } else if self.host.contains("pooler.supabase.com") || self.user.starts_with("postgres.") {
             Route::SessionPooler
         } else {
             Route::Direct

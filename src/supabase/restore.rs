@@ -275,7 +275,11 @@ pub fn restore_project(
                     None => by_phase.push((s.phase.to_string(), 1)),
                 }
             }
-            let tables: Vec<Value> = DbSnapshotView(db_manifest).tables(&opts.db);
+            let tables: Vec<Value> = r
+                .tables_to_load()
+                .into_iter()
+                .map(|(s, n, _, rows)| json!({"table": format!("{s}.{n}"), "rows": rows}))
+                .collect();
             plan["database"] = json!({
                 "drop_user_schemas_and_recreate": opts.db.tables.is_empty() && opts.db.schemas.is_empty(),
                 "statements": by_phase.iter().map(|(p, n)| json!({"phase": p, "count": n})).collect::<Vec<_>>(),
@@ -398,25 +402,6 @@ fn same_object(o: &SnapshotObject, have: Option<&(Option<u64>, Option<String>)>)
     let Some((size, etag)) = have else { return false };
     let snap_etag = o.attrs.get("etag").and_then(Value::as_str).map(|e| e.trim_matches('"').to_string());
     *size == Some(o.size) && etag.is_some() && etag.as_deref().map(|e| e.trim_matches('"').to_string()) == snap_etag
-}
-
-struct DbSnapshotView<'a>(&'a Value);
-
-impl DbSnapshotView<'_> {
-    fn tables(&self, opts: &DbRestoreOptions) -> Vec<Value> {
-        self.0["tables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|t| {
-                let full = format!("{}.{}", t["schema"].as_str().unwrap_or_default(), t["name"].as_str().unwrap_or_default());
-                !opts.exclude_tables.contains(&full)
-                    && (opts.tables.is_empty() || opts.tables.contains(&full))
-                    && (opts.schemas.is_empty() || opts.schemas.iter().any(|s| Some(s.as_str()) == t["schema"].as_str()))
-            })
-            .map(|t| json!({"table": format!("{}.{}", t["schema"].as_str().unwrap_or_default(), t["name"].as_str().unwrap_or_default()), "rows": t["rows"]}))
-            .collect()
-    }
 }
 
 /// Upload objects `concurrency` at a time, each streamed from the snapshot.

@@ -54,12 +54,16 @@ fn ident(s: &str) -> String {
     s.trim_matches('"').replace("\"\"", "\"")
 }
 
-fn skip(rule: &'static str) -> Option<Verdict> {
-    Some(Verdict::Skip { rule, notice: true })
+/// Skips as rules return them; `judge` names them after the rule.
+const NOTICE: Verdict = Verdict::Skip { rule: "", notice: true };
+const QUIET: Verdict = Verdict::Skip { rule: "", notice: false };
+
+fn skip() -> Option<Verdict> {
+    Some(NOTICE)
 }
 
-fn quiet(rule: &'static str) -> Option<Verdict> {
-    Some(Verdict::Skip { rule, notice: false })
+fn quiet() -> Option<Verdict> {
+    Some(QUIET)
 }
 
 /// `head` is the statement's normalised head (upper-cased outside quotes).
@@ -83,7 +87,7 @@ const RULES: &[Rule] = &[
                     return Some(Verdict::Keep);
                 }
             }
-            quiet("platform roles are never created or altered")
+            quiet()
         },
     },
     Rule {
@@ -122,7 +126,7 @@ const RULES: &[Rule] = &[
             let r = re(&G, r#"(?is)^GRANT\s+("(?:[^"]|"")+"|\w+)\s+TO\s+("(?:[^"]|"")+"|\w+)(.*)$"#);
             let c = r.captures(stmt)?;
             if is_reserved_role(&ident(&c[2])) {
-                return quiet("no role membership is granted to platform roles");
+                return quiet();
             }
             static BY: OnceLock<Regex> = OnceLock::new();
             let by = re(&BY, r#"(?i)\s+GRANTED\s+BY\s+("(?:[^"]|"")+"|\w+)"#);
@@ -144,10 +148,10 @@ const RULES: &[Rule] = &[
             let r = re(&O, r#"(?is)\sOWNER\s+TO\s+("(?:[^"]|"")+"|\w+)\s*$"#);
             let owner = ident(&r.captures(stmt)?[1]);
             if owner == cx.me {
-                return quiet("owner is already the restoring role");
+                return quiet();
             }
             if is_reserved_role(&owner) {
-                return skip("objects owned by platform roles stay owned by the restoring role");
+                return skip();
             }
             None
         },
@@ -163,10 +167,7 @@ const RULES: &[Rule] = &[
             static D: OnceLock<Regex> = OnceLock::new();
             let r = re(&D, r#"(?is)^ALTER\s+DEFAULT\s+PRIVILEGES\s+FOR\s+ROLE\s+("(?:[^"]|"")+"|\w+)"#);
             let role = ident(&r.captures(stmt)?[1]);
-            (role != cx.me && is_reserved_role(&role)).then_some(Verdict::Skip {
-                rule: "default privileges of platform roles are left to the platform",
-                notice: false,
-            })
+            (role != cx.me && is_reserved_role(&role)).then_some(QUIET)
         },
     },
     Rule {
@@ -176,7 +177,7 @@ const RULES: &[Rule] = &[
         streams: &[Stream::Roles],
         apply: |_stmt, head, _cx| {
             ((head.starts_with("GRANT ") || head.starts_with("REVOKE ")) && head.contains(" ON PARAMETER "))
-                .then_some(Verdict::Skip { rule: "privileges on server parameters are the platform's", notice: false })
+                .then_some(QUIET)
         },
     },
     Rule {
@@ -187,7 +188,7 @@ const RULES: &[Rule] = &[
             let event = head.starts_with("CREATE EVENT TRIGGER")
                 || head.starts_with("ALTER EVENT TRIGGER")
                 || head.starts_with("COMMENT ON EVENT TRIGGER");
-            event.then_some(Verdict::Skip { rule: "event triggers need a superuser", notice: true })
+            event.then_some(NOTICE)
         },
     },
     Rule {
@@ -196,7 +197,7 @@ const RULES: &[Rule] = &[
         streams: &[Stream::Schema, Stream::Platform, Stream::Roles],
         apply: |_stmt, head, _cx| {
             (head.starts_with("SET SESSION AUTHORIZATION") || head.starts_with("RESET SESSION AUTHORIZATION"))
-                .then_some(Verdict::Skip { rule: "session authorization stays the restoring role", notice: false })
+                .then_some(QUIET)
         },
     },
     Rule {
@@ -210,8 +211,7 @@ const RULES: &[Rule] = &[
             static T: OnceLock<Regex> = OnceLock::new();
             let r = re(&T, r#"(?is)\s(?:TO|FROM)\s+("(?:[^"]|"")+"|\w+)(?:\s+WITH\s+GRANT\s+OPTION)?\s*$"#);
             let grantee = ident(&r.captures(stmt)?[1]);
-            (grantee == cx.me)
-                .then_some(Verdict::Skip { rule: "no grants to the restoring role itself", notice: false })
+            (grantee == cx.me).then_some(QUIET)
         },
     },
     Rule {
@@ -223,17 +223,14 @@ const RULES: &[Rule] = &[
                 || head.starts_with("ALTER PUBLICATION \"supabase_realtime\" OWNER")
                 || head.starts_with("COMMENT ON EXTENSION")
                 || head.starts_with("ALTER FOREIGN DATA WRAPPER") && head.contains(" OWNER TO ");
-            platform.then_some(Verdict::Skip { rule: "platform-owned objects are not recreated", notice: false })
+            platform.then_some(QUIET)
         },
     },
     Rule {
         // PG17's pg_dump sets transaction_timeout, unknown to older servers.
         name: "settings newer servers know are not sent",
         streams: &[Stream::Schema, Stream::Platform, Stream::Roles],
-        apply: |_stmt, head, _cx| {
-            head.starts_with("SET TRANSACTION_TIMEOUT")
-                .then_some(Verdict::Skip { rule: "settings newer servers know are not sent", notice: false })
-        },
+        apply: |_stmt, head, _cx| head.starts_with("SET TRANSACTION_TIMEOUT").then_some(QUIET),
     },
     Rule {
         // "schema public already exists" and re-runs.
@@ -265,9 +262,8 @@ pub fn judge(stream: Stream, stmt: &str, cx: &Context) -> Verdict {
         match (rule.apply)(text, &h, cx) {
             None | Some(Verdict::Keep) => {}
             Some(Verdict::Rewrite(s)) => current = Some(s),
-            Some(skip @ Verdict::Skip { .. }) => return skip,
+            Some(Verdict::Skip { notice, .. }) => return Verdict::Skip { rule: rule.name, notice },
         }
-        let _ = rule.name;
     }
     match current {
         Some(s) => Verdict::Rewrite(s),
