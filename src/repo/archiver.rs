@@ -101,10 +101,6 @@ impl ContentSaver {
         }
         Ok(Content { tickets, size, hash: hasher.map(|h| h.finalize()) })
     }
-
-    pub fn progress(&self) -> &Arc<Progress> {
-        &self.progress
-    }
 }
 
 pub struct SnapshotWriter {

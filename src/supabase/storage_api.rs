@@ -214,11 +214,6 @@ impl StorageClient {
         })
     }
 
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base, path)
     }
