@@ -80,6 +80,12 @@ pub enum Command {
     /// Remove snapshots: the named ones, or those the keep rules do not keep
     /// (the space is given back by a later prune)
     Forget(Box<ForgetArgs>),
+    /// Apply the keep rules (given, or saved with `snap policy set`) and give
+    /// back the space of data no remaining snapshot uses
+    Prune(Box<PruneArgs>),
+    /// Save, show or clear the repository's retention policy
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Remove stale locks (or all locks with --remove-all)
     Unlock {
         #[arg(long)]
@@ -273,10 +279,9 @@ pub enum KeyCommand {
     Export,
 }
 
-#[derive(Args, Debug)]
-pub struct ForgetArgs {
-    /// Snapshots to remove (ids or `latest`)
-    pub snapshots: Vec<String>,
+/// Keep rules shared by `forget`, `prune` and `policy set`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeepArgs {
     /// Keep the N newest snapshots of each group
     #[arg(long, default_value_t = 0)]
     pub keep_last: u32,
@@ -301,10 +306,43 @@ pub struct ForgetArgs {
     /// Keep every snapshot with this tag (repeatable)
     #[arg(long = "keep-tag", value_name = "TAG")]
     pub keep_tags: Vec<String>,
-    /// Group snapshots by any of host, source, tags
-    #[arg(long, default_value = "host,source")]
-    pub group_by: String,
+    /// Group snapshots by any of host, source, tags [default: host,source]
+    #[arg(long)]
+    pub group_by: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to remove (ids or `latest`)
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub keep: KeepArgs,
     /// Print what would be kept and removed (and why); remove nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Forget no snapshot: only give back the space of data no snapshot uses
+    #[arg(long)]
+    pub no_forget: bool,
+    /// Repack a pack when more than this share of it is unused
+    #[arg(long, default_value = "5%", value_name = "PERCENT")]
+    pub max_unused: String,
+    /// Print what would be kept, removed, repacked and freed; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Save keep rules in the repository, for `snap prune` and `snap forget` without rules
+    Set(KeepArgs),
+    /// Print the saved keep rules
+    Show,
+    /// Remove the saved keep rules
+    Clear,
 }

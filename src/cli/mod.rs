@@ -5,6 +5,7 @@ pub mod args;
 pub mod output;
 pub mod password;
 mod project;
+mod retention;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -173,7 +174,9 @@ fn run(cli: &Cli, out: Output) -> CliResult {
             _ => Err(CliError::usage("give a PATH or --table SCHEMA.TABLE")),
         },
         Command::Verify(a) => project::cmd_verify(&ctx, a),
-        Command::Forget(a) => cmd_forget(&ctx, a),
+        Command::Forget(a) => retention::cmd_forget(&ctx, a),
+        Command::Prune(a) => retention::cmd_prune(&ctx, a),
+        Command::Policy(c) => retention::cmd_policy(&ctx, c),
         Command::Check(a) => cmd_check(&ctx, a),
         Command::Repair(RepairCommand::Index) => cmd_repair_index(&ctx),
         Command::Key(k) => cmd_key(&ctx, k),
@@ -334,71 +337,6 @@ fn cmd_snapshots(ctx: &Context) -> CliResult {
         println!("{} snapshot(s)", snaps.len());
     }
     Ok(if bad.is_empty() { exit::OK } else { exit::INTEGRITY })
-}
-
-fn cmd_forget(ctx: &Context, a: &args::ForgetArgs) -> CliResult {
-    use crate::repo::ops::forget;
-    use crate::repo::retention::{parse_duration, Policy};
-    let policy = Policy {
-        last: a.keep_last,
-        hourly: a.keep_hourly,
-        daily: a.keep_daily,
-        weekly: a.keep_weekly,
-        monthly: a.keep_monthly,
-        yearly: a.keep_yearly,
-        within_s: a.keep_within.as_deref().map(parse_duration).transpose().map_err(CliError::usage)?.unwrap_or(0),
-        tags: a.keep_tags.clone(),
-    };
-    if !a.snapshots.is_empty() && !policy.is_empty() {
-        return Err(CliError::usage("give snapshot ids or keep rules, not both"));
-    }
-    let group_by = forget::GroupBy::parse(&a.group_by)?;
-    let repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, LockKind::Shared, "forget")?;
-    let (remove, report): (Vec<crate::repo::id::Id>, Vec<serde_json::Value>) = if a.snapshots.is_empty() {
-        let plan = forget::plan(&repo, &policy, group_by)?;
-        let remove = plan.iter().filter(|(d, _)| !d.keep()).map(|(d, _)| d.id).collect();
-        let report = plan
-            .iter()
-            .map(|(d, s)| json!({"id": d.id, "time": s.time, "group": d.group, "keep": d.keep(), "reasons": d.reasons}))
-            .collect();
-        (remove, report)
-    } else {
-        let mut ids = Vec::new();
-        for spec in &a.snapshots {
-            ids.push(repo.find_snapshot(spec)?.0);
-        }
-        let report = ids.iter().map(|id| json!({"id": id, "keep": false, "reasons": []})).collect();
-        (ids, report)
-    };
-    if !a.dry_run {
-        forget::remove(&repo, &remove)?;
-    }
-    if ctx.out.json {
-        ctx.out.json(
-            &json!({"dry_run": a.dry_run, "snapshots": report, "removed": if a.dry_run { 0 } else { remove.len() }}),
-        );
-    } else if !ctx.out.quiet {
-        let mut group = String::new();
-        for r in &report {
-            let g = r["group"].as_str().unwrap_or_default();
-            if g != group {
-                println!("group: {}", if g.is_empty() { "(all)" } else { g });
-                group = g.to_string();
-            }
-            let keep = r["keep"].as_bool().unwrap_or(false);
-            let reasons: Vec<&str> = r["reasons"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
-            println!(
-                "  {} {}  {}",
-                if keep { "keep  " } else { "remove" },
-                &r["id"].as_str().unwrap_or_default()[..8],
-                reasons.join(", ")
-            );
-        }
-        let verb = if a.dry_run { "would remove" } else { "removed" };
-        println!("{verb} {} snapshot(s); their data stays in the repository until it is pruned", remove.len());
-    }
-    Ok(exit::OK)
 }
 
 fn cmd_show(ctx: &Context, spec: &str) -> CliResult {

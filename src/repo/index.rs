@@ -59,7 +59,7 @@ impl MasterIndex {
         MasterIndex::default()
     }
 
-    fn pack_number(&mut self, pack: Id) -> u32 {
+    fn intern_pack(&mut self, pack: Id) -> u32 {
         if let Some(n) = self.pack_numbers.get(&pack) {
             return *n;
         }
@@ -72,7 +72,7 @@ impl MasterIndex {
     /// Add every entry of an index file; call `seal_loaded` after the last.
     pub fn load_file(&mut self, file: &IndexFile) {
         for p in &file.packs {
-            let n = self.pack_number(p.id);
+            let n = self.intern_pack(p.id);
             self.sorted.extend(p.blobs.iter().map(|b| Entry::new(n, b)));
         }
     }
@@ -87,7 +87,7 @@ impl MasterIndex {
 
     /// Record blobs of a pack written in this session.
     pub fn add_pack(&mut self, pack: Id, blobs: &[IndexBlob]) {
-        let n = self.pack_number(pack);
+        let n = self.intern_pack(pack);
         for b in blobs {
             self.recent.entry(b.id).or_insert_with(|| Entry::new(n, b));
         }
@@ -131,6 +131,37 @@ impl MasterIndex {
     /// Bytes held per blob by the lookup structure, for reporting.
     pub fn bytes_per_blob() -> usize {
         std::mem::size_of::<Entry>()
+    }
+
+    /// Position of `id` among the loaded (sorted) entries. Positions stay
+    /// valid until the next load, so callers can keep one bit per blob.
+    pub fn loaded_position(&self, id: &Id) -> Option<usize> {
+        self.sorted.binary_search_by(|e| e.id.cmp(id)).ok()
+    }
+
+    pub fn loaded_len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// The loaded entry at `pos`: its id, pack number and stored length.
+    pub fn loaded_at(&self, pos: usize) -> (Id, u32, u32) {
+        let e = &self.sorted[pos];
+        (e.id, e.pack, e.length)
+    }
+
+    /// The pack number `get` reports for `id` (the copy lookups resolve to).
+    pub fn pack_number_of(&self, id: &Id) -> Option<u32> {
+        self.find(id).map(|e| e.pack)
+    }
+
+    /// Pack id for a pack number.
+    pub fn pack_id(&self, n: u32) -> Id {
+        self.packs[n as usize]
+    }
+
+    /// Number of a known pack.
+    pub fn pack_number(&self, pack: &Id) -> Option<u32> {
+        self.pack_numbers.get(pack).copied()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Id, BlobLocation)> + '_ {

@@ -114,6 +114,19 @@ pub fn acquire_scoped(
     wait: Duration,
     on_wait: &mut dyn FnMut(&str),
 ) -> Result<LockGuard> {
+    acquire_inner(repo, kind, purpose, scope, wait, on_wait, &|_| false)
+}
+
+/// `ours` names locks this process already holds, which never conflict.
+fn acquire_inner(
+    repo: &Repository,
+    kind: LockKind,
+    purpose: &str,
+    scope: Option<&str>,
+    wait: Duration,
+    on_wait: &mut dyn FnMut(&str),
+    ours_already: &dyn Fn(&str) -> bool,
+) -> Result<LockGuard> {
     let start = Instant::now();
     let mut told = false;
     let mut delay = Duration::from_millis(200);
@@ -121,7 +134,7 @@ pub fn acquire_scoped(
         let ours = write_lock(&**repo.backend(), repo.key(), kind, purpose, scope)?;
         let mut conflict = None;
         for (name, info) in list_locks(repo)? {
-            if name == ours {
+            if name == ours || ours_already(&name) {
                 continue;
             }
             let Ok(info) = info else { continue };
@@ -154,6 +167,20 @@ pub fn acquire_scoped(
 }
 
 impl LockGuard {
+    /// Take an exclusive lock while holding this one (which it does not
+    /// conflict with). The caller drops this guard once it has the new one.
+    pub fn upgrade(
+        &self,
+        repo: &Repository,
+        purpose: &str,
+        wait: Duration,
+        on_wait: &mut dyn FnMut(&str),
+    ) -> Result<LockGuard> {
+        let current = self.current.clone();
+        let ours = move |name: &str| *current.lock().unwrap_or_else(|p| p.into_inner()) == name;
+        acquire_inner(repo, LockKind::Exclusive, purpose, None, wait, on_wait, &ours)
+    }
+
     fn start(repo: &Repository, name: String, kind: LockKind, purpose: &str, scope: Option<&str>) -> LockGuard {
         let backend = repo.backend().clone();
         let key = repo.key().clone();

@@ -202,6 +202,12 @@ impl Repository {
         self.index_loaded.store(true, std::sync::atomic::Ordering::Release);
     }
 
+    /// Replace the in-memory index with one the caller built.
+    pub fn set_index(&self, index: MasterIndex) {
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+        self.index_loaded.store(true, std::sync::atomic::Ordering::Release);
+    }
+
     pub fn read_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
         let mut out = Vec::new();
         for f in self.backend.list(FileKind::Index)? {

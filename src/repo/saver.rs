@@ -19,12 +19,12 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use super::backend::FileKind;
 use super::error::{Error, Result};
 use super::format::blob::{BlobEncoder, BlobType};
-use super::format::index::{IndexBlob, IndexFile, IndexPack};
-use super::format::pack::{finish_pack, PackEntry};
+use super::format::index::{IndexFile, IndexPack};
+use super::format::pack::PackEntry;
 use super::id::Id;
+use super::packer::PackBuilder;
 use super::repository::Repository;
 
 /// Write an index file after this many packs, so an interrupted run still
@@ -87,15 +87,10 @@ struct Job {
     reply: Option<Sender<Result<Saved>>>,
 }
 
-struct OpenPack {
-    bytes: Vec<u8>,
-    entries: Vec<PackEntry>,
-}
-
 struct Shared {
     repo: Arc<Repository>,
     claimed: Mutex<HashSet<Id>>,
-    open: [Mutex<OpenPack>; 2],
+    open: [Mutex<PackBuilder>; 2],
     failure: Mutex<Option<Error>>,
     progress: Arc<Progress>,
 }
@@ -115,7 +110,7 @@ impl Shared {
 pub struct BlobSaver {
     shared: Arc<Shared>,
     jobs: Option<Sender<Job>>,
-    packs: Option<Sender<OpenPack>>,
+    packs: Option<Sender<PackBuilder>>,
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -128,15 +123,12 @@ impl BlobSaver {
         let shared = Arc::new(Shared {
             repo,
             claimed: Mutex::new(HashSet::new()),
-            open: [
-                Mutex::new(OpenPack { bytes: Vec::new(), entries: Vec::new() }),
-                Mutex::new(OpenPack { bytes: Vec::new(), entries: Vec::new() }),
-            ],
+            open: [Mutex::new(PackBuilder::new()), Mutex::new(PackBuilder::new())],
             failure: Mutex::new(None),
             progress,
         });
         let (job_tx, job_rx) = bounded::<Job>(threads * 2);
-        let (pack_tx, pack_rx) = bounded::<OpenPack>(1);
+        let (pack_tx, pack_rx) = bounded::<PackBuilder>(1);
         let workers = (0..threads)
             .map(|_| {
                 let shared = shared.clone();
@@ -197,9 +189,8 @@ impl BlobSaver {
         if let Some(packs) = self.packs.take() {
             for slot in &self.shared.open {
                 let mut open = slot.lock().unwrap_or_else(|p| p.into_inner());
-                if !open.entries.is_empty() {
-                    let full = std::mem::replace(&mut *open, OpenPack { bytes: Vec::new(), entries: Vec::new() });
-                    let _ = packs.send(full);
+                if !open.is_empty() {
+                    let _ = packs.send(std::mem::take(&mut *open));
                 }
             }
         }
@@ -215,7 +206,7 @@ impl Drop for BlobSaver {
     }
 }
 
-fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<OpenPack>) {
+fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<PackBuilder>) {
     let repo = &shared.repo;
     let mut encoder = BlobEncoder::new(repo.config().compression_level);
     let pack_size = repo.config().pack_size as usize;
@@ -240,13 +231,8 @@ fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<OpenPack>) {
             };
             let full = {
                 let mut open = shared.open[job.blob_type as usize].lock().unwrap_or_else(|p| p.into_inner());
-                if open.bytes.capacity() == 0 {
-                    open.bytes.reserve(pack_size + pack_size / 8);
-                }
-                open.bytes.extend_from_slice(&encoded.bytes);
-                open.entries.push(entry);
-                (open.bytes.len() >= pack_size)
-                    .then(|| std::mem::replace(&mut *open, OpenPack { bytes: Vec::new(), entries: Vec::new() }))
+                open.push(entry, &encoded.bytes, pack_size);
+                (open.len() >= pack_size).then(|| std::mem::take(&mut *open))
             };
             if let Some(full) = full {
                 if packs.send(full).is_err() {
@@ -260,7 +246,7 @@ fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<OpenPack>) {
     }
 }
 
-fn writer(shared: &Shared, packs: &Receiver<OpenPack>) {
+fn writer(shared: &Shared, packs: &Receiver<PackBuilder>) {
     let repo = &shared.repo;
     let mut pending: Vec<IndexPack> = Vec::new();
     let flush = |pending: &mut Vec<IndexPack>| {
@@ -279,28 +265,16 @@ fn writer(shared: &Shared, packs: &Receiver<OpenPack>) {
         if shared.failed() {
             continue;
         }
-        let mut blobs = Vec::with_capacity(pack.entries.len());
-        let mut offset = 0u32;
-        for e in &pack.entries {
-            blobs.push(IndexBlob {
-                blob_type: e.blob_type,
-                compression: e.compression,
-                id: e.id,
-                offset,
-                length: e.length,
-                raw_length: e.raw_length,
-            });
-            offset += e.length;
-        }
-        let bytes = finish_pack(repo.key(), pack.bytes, &pack.entries);
-        let id = Id::of_bytes(&bytes);
-        if let Err(e) = repo.backend().write(FileKind::Pack, &id.to_hex(), &bytes) {
-            shared.fail(e.into());
-            continue;
-        }
-        shared.progress.bytes_added.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        repo.index_mut().add_pack(id, &blobs);
-        pending.push(IndexPack { id, blobs });
+        let (written, len) = match pack.write(repo) {
+            Ok(w) => w,
+            Err(e) => {
+                shared.fail(e);
+                continue;
+            }
+        };
+        shared.progress.bytes_added.fetch_add(len, Ordering::Relaxed);
+        repo.index_mut().add_pack(written.id, &written.blobs);
+        pending.push(written);
         if pending.len() >= INDEX_EVERY {
             flush(&mut pending);
         }

@@ -48,6 +48,34 @@ impl GroupBy {
     }
 }
 
+/// Keep rules saved in the repository config, so a scheduled prune needs
+/// no flags.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedPolicy {
+    pub keep: Policy,
+    pub group_by: String,
+}
+
+pub fn saved_policy(repo: &Repository) -> Result<Option<SavedPolicy>> {
+    match &repo.config().retention {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("the saved retention policy cannot be read ({e}); set it again"))),
+    }
+}
+
+/// Save (or with `None`, clear) the policy. The config is rewritten
+/// atomically; nothing else changes.
+pub fn save_policy(repo: &mut Repository, policy: Option<&SavedPolicy>) -> Result<()> {
+    if let Some(p) = policy {
+        GroupBy::parse(&p.group_by)?;
+    }
+    let mut config = repo.config().clone();
+    config.retention = policy.map(|p| serde_json::to_value(p).expect("policy serialises"));
+    repo.save_config(config)
+}
+
 /// Decide every snapshot of the repository by `policy`.
 pub fn plan(repo: &Repository, policy: &Policy, group_by: GroupBy) -> Result<Vec<(Decision, Snapshot)>> {
     if policy.is_empty() {

@@ -5,6 +5,7 @@ pub mod check;
 pub mod create;
 pub mod diff;
 pub mod forget;
+pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod stats;

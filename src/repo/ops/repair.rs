@@ -24,11 +24,42 @@ pub struct RepairIndexReport {
     pub unreadable_packs: Vec<String>,
 }
 
+/// Writes index entries out as files of at most `BLOBS_PER_FILE` blobs.
+#[derive(Default)]
+pub struct IndexWriter {
+    current: IndexFile,
+    pub written: Vec<Id>,
+    pub bytes: u64,
+}
+
+impl IndexWriter {
+    pub fn push(&mut self, repo: &Repository, pack: IndexPack) -> Result<()> {
+        self.current.packs.push(pack);
+        if self.current.blob_count() >= BLOBS_PER_FILE {
+            self.flush(repo)?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self, repo: &Repository) -> Result<(Vec<Id>, u64)> {
+        self.flush(repo)?;
+        Ok((self.written, self.bytes))
+    }
+
+    fn flush(&mut self, repo: &Repository) -> Result<()> {
+        if !self.current.packs.is_empty() {
+            let (id, len) = repo.write_index_file(&std::mem::take(&mut self.current))?;
+            self.written.push(id);
+            self.bytes += len;
+        }
+        Ok(())
+    }
+}
+
 pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     let mut report = RepairIndexReport::default();
     let old: Vec<String> = repo.backend().list(FileKind::Index)?.into_iter().map(|f| f.name).collect();
-    let mut current = IndexFile::default();
-    let mut written = Vec::new();
+    let mut writer = IndexWriter::default();
     for p in repo.backend().list(FileKind::Pack)? {
         let Ok(id) = p.name.parse::<Id>() else {
             continue;
@@ -48,17 +79,12 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
                         raw_length: e.entry.raw_length,
                     })
                     .collect();
-                current.packs.push(IndexPack { id, blobs });
-                if current.blob_count() >= BLOBS_PER_FILE {
-                    written.push(repo.write_index_file(&std::mem::take(&mut current))?.0);
-                }
+                writer.push(repo, IndexPack { id, blobs })?;
             }
             Err(e) => report.unreadable_packs.push(format!("{}: {e}", pack_path(&p.name))),
         }
     }
-    if !current.packs.is_empty() {
-        written.push(repo.write_index_file(&current)?.0);
-    }
+    let (written, _) = writer.finish(repo)?;
     report.index_files_written = written.len();
     let keep: std::collections::HashSet<String> = written.iter().map(|i| i.to_hex()).collect();
     for name in old {
