@@ -253,6 +253,17 @@ pub struct CheckArgs {
 pub enum RepairCommand {
     /// Rebuild the index from the pack headers
     Index,
+    /// Find snapshots that need missing or damaged data; with --rewrite,
+    /// replace them by snapshots without the lost files (recorded in the
+    /// snapshot)
+    Snapshots {
+        /// Read every pack to find damaged blobs too (not only missing packs)
+        #[arg(long)]
+        read_data: bool,
+        /// Write the repaired snapshots and remove the damaged ones
+        #[arg(long)]
+        rewrite: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

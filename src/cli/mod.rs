@@ -179,6 +179,9 @@ fn run(cli: &Cli, out: Output) -> CliResult {
         Command::Policy(c) => retention::cmd_policy(&ctx, c),
         Command::Check(a) => cmd_check(&ctx, a),
         Command::Repair(RepairCommand::Index) => cmd_repair_index(&ctx),
+        Command::Repair(RepairCommand::Snapshots { read_data, rewrite }) => {
+            cmd_repair_snapshots(&ctx, *read_data, *rewrite)
+        }
         Command::Key(k) => cmd_key(&ctx, k),
         Command::Unlock { remove_all } => {
             let repo = ctx.open()?;
@@ -524,7 +527,11 @@ fn cmd_check(ctx: &Context, a: &args::CheckArgs) -> CliResult {
     } else {
         Err(CliError::new(
             exit::INTEGRITY,
-            format!("check found {} problem(s) in the repository", report.problems.len()),
+            format!(
+                "check found {} problem(s) in the repository; to keep everything still intact: `snap repair index`, \
+                 then `snap repair snapshots --read-data` (and `--rewrite` to drop what is lost)",
+                report.problems.len()
+            ),
         )
         .after_json())
     }
@@ -546,6 +553,44 @@ fn cmd_repair_index(ctx: &Context) -> CliResult {
         );
     }
     Ok(if r.unreadable_packs.is_empty() { exit::OK } else { exit::PARTIAL })
+}
+
+fn cmd_repair_snapshots(ctx: &Context, read_data: bool, rewrite: bool) -> CliResult {
+    let repo = ctx.open()?;
+    // Exclusive: a prune must not delete the trees this writes meanwhile.
+    let _lock = ctx.lock(&repo, if rewrite { LockKind::Exclusive } else { LockKind::Shared }, "repair snapshots")?;
+    let progress = Arc::new(WorkProgress::default());
+    let display = ProgressDisplay::work(ctx.out, "packs read", progress.clone());
+    let r = repair::repair_snapshots(&repo, read_data, rewrite, &progress)?;
+    drop(display);
+    if ctx.out.json {
+        ctx.out.json(&serde_json::to_value(&r).expect("report serialises"));
+    } else {
+        for d in &r.damaged {
+            let fate = match (&d.replaced_by, d.unrecoverable, rewrite) {
+                (Some(new), _, _) => format!("replaced by {}", new.short()),
+                (None, true, true) => "removed: nothing of it is left".to_string(),
+                (None, true, false) => "nothing of it is left".to_string(),
+                (None, false, _) => "would be rewritten".to_string(),
+            };
+            println!("snapshot {} ({}, {}): {fate}", d.id.short(), local_time(&d.time), d.source);
+            for p in &d.lost {
+                println!("  lost {p}");
+            }
+        }
+        println!(
+            "{} snapshot(s), {} damaged; {} blob(s) missing or damaged, {} pack(s) missing{}",
+            r.snapshots,
+            r.damaged.len(),
+            r.bad_blobs,
+            r.missing_packs,
+            if read_data { format!(", {} pack(s) read", r.packs_read) } else { String::new() }
+        );
+        if !rewrite && !r.damaged.is_empty() {
+            println!("run again with --rewrite to replace them by snapshots without the lost paths");
+        }
+    }
+    Ok(if r.damaged.is_empty() || rewrite { exit::OK } else { exit::INTEGRITY })
 }
 
 fn cmd_key(ctx: &Context, k: &KeyCommand) -> CliResult {

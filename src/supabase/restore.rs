@@ -211,6 +211,26 @@ pub fn restore_project(
     if opts.parts == Parts::Storage && !parts.iter().any(|p| p == "storage") {
         return Err(SupabaseError::Config("the snapshot has no Storage part".into()));
     }
+    // A snapshot rewritten by `repair snapshots` lacks what was damaged:
+    // say so, never restore a table half, and never delete a target object
+    // because its copy in the snapshot was lost.
+    let lost_db: Vec<&str> = snapshot.lost.iter().filter(|p| p.starts_with("/db")).map(String::as_str).collect();
+    if do_db && !lost_db.is_empty() {
+        return Err(SupabaseError::Config(format!(
+            "this snapshot was repaired after damage and lost database files ({}); restore an older snapshot, \
+             or only its Storage part with --only storage",
+            lost_db.join(", ")
+        )));
+    }
+    let lost_buckets: std::collections::HashSet<&str> =
+        snapshot.lost.iter().filter_map(|p| p.strip_prefix("/storage/")?.split('/').next()).collect();
+    if do_storage && !lost_buckets.is_empty() {
+        report.warnings.push(format!(
+            "this snapshot was repaired after damage; lost objects are not restored, and the target's objects in \
+             the affected buckets are not deleted: {}",
+            snapshot.lost.iter().filter(|p| p.starts_with("/storage/")).cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
     let db_manifest = &snapshot.extra["database"];
     let restorer = project.db.as_ref().map(|target| Restorer {
         handle,
@@ -332,6 +352,9 @@ pub fn restore_project(
     if let Some(client) = &storage {
         for (bucket, objects) in &buckets {
             let id = bucket["id"].as_str().unwrap_or_default();
+            if lost_buckets.contains(super::storage_backup::escape_segment(id).as_str()) {
+                continue;
+            }
             let keep: std::collections::HashSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
             let extra: Vec<String> = present
                 .get(id)
@@ -470,18 +493,30 @@ fn object_stream(
 /// Reads one file's blobs in order on its own thread.
 struct ObjectReader {
     repo: Arc<Repository>,
-    ids: Vec<crate::repo::id::Id>,
+    /// The file's blobs, or why they cannot be had (never an empty body).
+    ids: Result<Vec<crate::repo::id::Id>, String>,
 }
 
 impl ObjectReader {
     fn new(repo: &Arc<Repository>, snapshot: &Snapshot, path: &str) -> ObjectReader {
         let comps = walk::split_path(path);
-        let ids = walk::find_node(repo, &snapshot.tree, &comps).ok().flatten().map(|n| n.content).unwrap_or_default();
+        let ids = match walk::find_node(repo, &snapshot.tree, &comps) {
+            Ok(Some(node)) => Ok(node.content),
+            Ok(None) => Err(format!("{path} is not a file of the snapshot")),
+            Err(e) => Err(format!("{path}: {e}")),
+        };
         ObjectReader { repo: repo.clone(), ids }
     }
 
     fn run(self, tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>) {
-        let res = crate::repo::reader::for_each_blob_ordered(&self.repo, &self.ids, 2, |data| {
+        let ids = match self.ids {
+            Ok(ids) => ids,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+                return;
+            }
+        };
+        let res = crate::repo::reader::for_each_blob_ordered(&self.repo, &ids, 2, |data| {
             tx.blocking_send(Ok(bytes::Bytes::from(data)))
                 .map_err(|_| crate::repo::Error::Invalid("upload stopped".into()))
         });

@@ -116,7 +116,7 @@ pub fn object_path(bucket: &str, name: &str, folders: &HashSet<String>) -> Vec<S
     path
 }
 
-fn escape_segment(s: &str) -> String {
+pub fn escape_segment(s: &str) -> String {
     if s.is_empty() {
         "%00".to_string()
     } else if s == ".." {

@@ -221,8 +221,8 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &WorkProgress) ->
         report.packs_read += 1;
         match res {
             Ok(n) => report.blobs_read += n,
-            Err(msgs) => {
-                for m in msgs {
+            Err(damage) => {
+                for m in damage.messages {
                     report.problem(pack_path(&id.to_hex()), m);
                 }
             }
@@ -232,9 +232,20 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &WorkProgress) ->
     Ok(report)
 }
 
-type PackResult = (Id, std::result::Result<usize, Vec<String>>);
+/// What reading a pack found wrong.
+#[derive(Debug, Default)]
+pub struct PackDamage {
+    pub messages: Vec<String>,
+    /// Blobs that fail to open or hash to their id.
+    pub blobs: Vec<Id>,
+    /// The pack could not be read or its header not parsed: none of its
+    /// blobs can be trusted.
+    pub unreadable: bool,
+}
 
-fn read_packs(repo: &Repository, packs: &[(Id, u64)], progress: &WorkProgress) -> Vec<PackResult> {
+type PackResult = (Id, std::result::Result<usize, PackDamage>);
+
+pub fn read_packs(repo: &Repository, packs: &[(Id, u64)], progress: &WorkProgress) -> Vec<PackResult> {
     let queue = std::sync::Mutex::new(packs.iter());
     let out = std::sync::Mutex::new(BTreeMap::new());
     std::thread::scope(|s| {
@@ -252,18 +263,22 @@ fn read_packs(repo: &Repository, packs: &[(Id, u64)], progress: &WorkProgress) -
     out.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().collect()
 }
 
-pub fn verify_pack(repo: &Repository, id: &Id) -> std::result::Result<usize, Vec<String>> {
+/// Read a whole pack: its name must be the hash of its bytes, and every
+/// blob must open and hash to its id.
+pub fn verify_pack(repo: &Repository, id: &Id) -> std::result::Result<usize, PackDamage> {
     let name = id.to_hex();
-    let bytes = repo.backend().read(FileKind::Pack, &name).map_err(|e| vec![e.to_string()])?;
-    let mut errors = Vec::new();
+    let unreadable = |msg: String| PackDamage { messages: vec![msg], blobs: Vec::new(), unreadable: true };
+    let bytes = repo.backend().read(FileKind::Pack, &name).map_err(|e| unreadable(e.to_string()))?;
+    let mut damage = PackDamage::default();
     if Id::of_bytes(&bytes) != *id {
-        errors.push("contents do not match the pack's name (damaged)".to_string());
+        damage.messages.push("contents do not match the pack's name (damaged)".to_string());
     }
     let entries = match read_header(repo.key(), &bytes, bytes.len() as u64) {
         Ok(e) => e,
         Err(e) => {
-            errors.push(format!("header: {e}"));
-            return Err(errors);
+            damage.messages.push(format!("header: {e}"));
+            damage.unreadable = true;
+            return Err(damage);
         }
     };
     for e in &entries {
@@ -272,12 +287,13 @@ pub fn verify_pack(repo: &Repository, id: &Id) -> std::result::Result<usize, Vec
         if let Err(err) =
             decode_blob(repo.key(), e.entry.blob_type, e.entry.compression, &e.entry.id, e.entry.raw_length, stored)
         {
-            errors.push(format!("{} blob {}: {err}", e.entry.blob_type.name(), e.entry.id.short()));
+            damage.messages.push(format!("{} blob {}: {err}", e.entry.blob_type.name(), e.entry.id.short()));
+            damage.blobs.push(e.entry.id);
         }
     }
-    if errors.is_empty() {
+    if damage.messages.is_empty() {
         Ok(entries.len())
     } else {
-        Err(errors)
+        Err(damage)
     }
 }
