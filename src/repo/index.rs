@@ -71,6 +71,7 @@ impl MasterIndex {
 
     /// Add every entry of an index file; call `seal_loaded` after the last.
     pub fn load_file(&mut self, file: &IndexFile) {
+        self.sorted.reserve_exact(file.blob_count());
         for p in &file.packs {
             let n = self.intern_pack(p.id);
             self.sorted.extend(p.blobs.iter().map(|b| Entry::new(n, b)));

@@ -30,6 +30,9 @@ use super::repository::Repository;
 /// Write an index file after this many packs, so an interrupted run still
 /// lets the next one skip what was already uploaded.
 const INDEX_EVERY: usize = 64;
+/// ... or once it would list this many blobs, so no index file has to be
+/// held whole in memory when it is read or rewritten.
+pub const BLOBS_PER_INDEX_FILE: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Saved {
@@ -275,7 +278,8 @@ fn writer(shared: &Shared, packs: &Receiver<PackBuilder>) {
         shared.progress.bytes_added.fetch_add(len, Ordering::Relaxed);
         repo.index_mut().add_pack(written.id, &written.blobs);
         pending.push(written);
-        if pending.len() >= INDEX_EVERY {
+        if pending.len() >= INDEX_EVERY || pending.iter().map(|p| p.blobs.len()).sum::<usize>() >= BLOBS_PER_INDEX_FILE
+        {
             flush(&mut pending);
         }
     }

@@ -195,24 +195,35 @@ pub fn prune(
     let mut index = MasterIndex::new();
     let mut index_files: Vec<(Id, Vec<Id>)> = Vec::new();
     let mut blob_bytes: HashMap<Id, u64> = HashMap::new();
+    // One index file in memory at a time. Files that supersede others are
+    // never written by current versions; when found, the index is loaded
+    // again without the superseded ones.
     let mut superseded: HashSet<Id> = HashSet::new();
-    let mut files = Vec::new();
-    for f in repo.backend().list(FileKind::Index)? {
-        let id = parse_name(&f.name)?;
-        let file = repo
-            .read_index_file(&f.name)
-            .map_err(|e| Error::Invalid(format!("{e}: run `snap repair index` before pruning; nothing was pruned")))?;
+    let names: Vec<Id> =
+        repo.backend().list(FileKind::Index)?.iter().map(|f| parse_name(&f.name)).collect::<Result<_>>()?;
+    let read = |id: &Id| {
+        repo.read_index_file(&id.to_hex())
+            .map_err(|e| Error::Invalid(format!("{e}: run `snap repair index` before pruning; nothing was pruned")))
+    };
+    for id in &names {
+        let file = read(id)?;
         superseded.extend(file.supersedes.iter().copied());
-        files.push((id, file));
+        index.load_file(&file);
+        for p in &file.packs {
+            *blob_bytes.entry(p.id).or_default() += p.blobs.iter().map(|b| b.length as u64).sum::<u64>();
+        }
+        index_files.push((*id, file.packs.iter().map(|p| p.id).collect()));
     }
-    for (id, file) in files {
-        if !superseded.contains(&id) {
+    if names.iter().any(|id| superseded.contains(id)) {
+        index = MasterIndex::new();
+        blob_bytes.clear();
+        for id in names.iter().filter(|id| !superseded.contains(id)) {
+            let file = read(id)?;
             index.load_file(&file);
             for p in &file.packs {
                 *blob_bytes.entry(p.id).or_default() += p.blobs.iter().map(|b| b.length as u64).sum::<u64>();
             }
         }
-        index_files.push((id, file.packs.iter().map(|p| p.id).collect()));
     }
     index.seal_loaded();
     repo.set_index(index);
@@ -451,8 +462,7 @@ fn repack(
     jobs.sort_by_key(|(n, _)| *n);
     let queue = Mutex::new(jobs.into_iter());
     let pack_size = repo.config().pack_size as usize;
-    type Copied = Result<Vec<(PackEntry, Vec<u8>)>>;
-    let (tx, rx) = bounded::<Copied>(2);
+    let (tx, rx) = bounded::<Result<Copied>>(1);
     let mut builders = [PackBuilder::new(), PackBuilder::new()];
     let mut index_writer = IndexWriter::default();
     let mut new_packs = Vec::new();
@@ -475,9 +485,13 @@ fn repack(
                 continue;
             }
             let step = (|| -> Result<()> {
-                for (entry, stored) in copied? {
+                let copied = copied?;
+                let mut at = 0usize;
+                for entry in copied.entries {
+                    let stored = &copied.stored[at..at + entry.length as usize];
+                    at += entry.length as usize;
                     let b = &mut builders[entry.blob_type as usize];
-                    b.push(entry, &stored, pack_size);
+                    b.push(entry, stored, pack_size);
                     if b.len() >= pack_size {
                         let full = std::mem::take(b);
                         write_pack(repo, full, &mut index_writer, &mut new_packs, report)?;
@@ -515,42 +529,68 @@ fn write_pack(
     failpoint::hit("prune-pack-written");
     report.packs_written += 1;
     report.bytes_written += len;
+    // Not added to the in-memory index: lookups keep resolving to the
+    // original copies, which stay until phase 2, and the index stays small.
     new_packs.push(written.id);
-    repo.index_mut().add_pack(written.id, &written.blobs);
     index_writer.push(repo, written)
 }
 
-/// Read one pack and return the listed blobs, still sealed, after checking
-/// that each opens and hashes to its id.
-fn copy_blobs(repo: &Repository, pack: u32, blobs: &[Id]) -> Result<Vec<(PackEntry, Vec<u8>)>> {
-    let pack_id = repo.index().pack_id(pack);
-    let name = pack_id.to_hex();
-    let bytes = repo.backend().read(FileKind::Pack, &name)?;
-    let mut out = Vec::with_capacity(blobs.len());
+/// Read one pack and return the listed blobs, still sealed and back to
+/// back in one buffer, after checking that each opens and hashes to its id.
+fn copy_blobs(repo: &Repository, pack: u32, blobs: &[Id]) -> Result<Copied> {
+    let name = repo.index().pack_id(pack).to_hex();
+    let mut located = Vec::with_capacity(blobs.len());
     for id in blobs {
-        let loc = repo.index().get(id).ok_or(Error::MissingBlob(*id))?;
-        let stored = bytes
-            .get(loc.offset as usize..loc.offset as usize + loc.length as usize)
-            .ok_or_else(|| Error::Invalid(format!("{} is shorter than its index says", pack_path(&name))))?;
-        decode_blob(repo.key(), loc.blob_type, loc.compression, id, loc.raw_length, stored).map_err(|e| {
-            Error::Invalid(format!(
-                "{} blob {} in {} is damaged ({e}): nothing was deleted; run `snap check --read-data` and \
-                 `snap repair snapshots`",
-                if loc.blob_type == BlobType::Tree { "tree" } else { "data" },
-                id.short(),
-                pack_path(&name)
-            ))
-        })?;
-        out.push((
-            PackEntry {
+        located.push((*id, repo.index().get(id).ok_or(Error::MissingBlob(*id))?));
+    }
+    located.sort_by_key(|(_, loc)| loc.offset);
+    let mut entries = Vec::with_capacity(located.len());
+    let mut stored_all = Vec::new();
+    // Only the used bytes are read: runs of blobs with small gaps between
+    // them go in one ranged read.
+    let mut i = 0;
+    while i < located.len() {
+        let start = located[i].1.offset as u64;
+        let mut j = i + 1;
+        while j < located.len()
+            && (located[j].1.offset as u64)
+                < located[j - 1].1.offset as u64 + located[j - 1].1.length as u64 + 64 * 1024
+            && (located[j].1.offset as u64 + located[j].1.length as u64) - start < 8 << 20
+        {
+            j += 1;
+        }
+        let end = located[j - 1].1.offset as u64 + located[j - 1].1.length as u64;
+        let run = repo.backend().read_range(FileKind::Pack, &name, start, end - start)?;
+        for (id, loc) in &located[i..j] {
+            let from = (loc.offset as u64 - start) as usize;
+            let stored = run
+                .get(from..from + loc.length as usize)
+                .ok_or_else(|| Error::Invalid(format!("{} is shorter than its index says", pack_path(&name))))?;
+            decode_blob(repo.key(), loc.blob_type, loc.compression, id, loc.raw_length, stored).map_err(|e| {
+                Error::Invalid(format!(
+                    "{} blob {} in {} is damaged ({e}): nothing was deleted; run `snap check --read-data` and \
+                     `snap repair snapshots`",
+                    if loc.blob_type == BlobType::Tree { "tree" } else { "data" },
+                    id.short(),
+                    pack_path(&name)
+                ))
+            })?;
+            entries.push(PackEntry {
                 blob_type: loc.blob_type,
                 compression: loc.compression,
                 id: *id,
                 length: loc.length,
                 raw_length: loc.raw_length,
-            },
-            stored.to_vec(),
-        ));
+            });
+            stored_all.extend_from_slice(stored);
+        }
+        i = j;
     }
-    Ok(out)
+    Ok(Copied { entries, stored: stored_all })
+}
+
+/// Blobs copied out of one pack: entries, and their sealed bytes in order.
+struct Copied {
+    entries: Vec<PackEntry>,
+    stored: Vec<u8>,
 }

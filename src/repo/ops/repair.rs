@@ -11,8 +11,7 @@ use super::super::id::Id;
 use super::super::repository::Repository;
 use super::check::{pack_path, read_pack_header};
 
-/// Blobs per new index file: keeps each file a few megabytes.
-const BLOBS_PER_FILE: usize = 100_000;
+use super::super::saver::BLOBS_PER_INDEX_FILE as BLOBS_PER_FILE;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RepairIndexReport {
