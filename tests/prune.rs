@@ -376,3 +376,41 @@ fn damaged_repository_is_repaired_keeping_what_is_intact() {
     env.snap(&["prune", "--no-forget"]).ok();
     env.snap(&["check", "--read-data"]).ok();
 }
+
+/// When a backup holds its lock longer than prune will wait, prune says so,
+/// deletes nothing, exits 0; the backup completes, and the next prune
+/// gives the space back.
+#[test]
+fn prune_defers_deletion_while_a_long_backup_runs() {
+    let env = Env::new();
+    let a = env.path("a");
+    fs::create_dir_all(&a).unwrap();
+    fs::write(a.join("x.bin"), noise(2_000_000, 31)).unwrap();
+    let old = env.create(&[a.to_str().unwrap()]);
+    fs::write(a.join("x.bin"), noise(2_000_000, 32)).unwrap();
+    env.create(&[a.to_str().unwrap()]);
+    env.snap(&["forget", old["snapshot_id"].as_str().unwrap()]).ok();
+    let before = pack_bytes(&env);
+
+    let go = env.path("go");
+    let backup = env
+        .command(&["create", "--json", a.to_str().unwrap()])
+        .env("SNAP_FAILPOINTS", format!("create-before-snapshot=wait:{}", go.display()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&env.path("go.reached"));
+    let r = env.snap(&["prune", "--no-forget", "--lock-wait", "1", "--json"]).ok();
+    assert!(r.stderr.contains("space not yet given back"), "{}", r.stderr);
+    assert!(r.json()["prune"]["deferred"].is_string());
+    assert_eq!(pack_bytes(&env), before);
+    fs::write(&go, b"").unwrap();
+    let out = backup.wait_with_output().unwrap();
+    assert!(out.status.success());
+    env.snap(&["check"]).ok();
+
+    let r = env.snap(&["prune", "--no-forget", "--json"]).ok().json();
+    assert!(r["prune"]["deferred"].is_null());
+    assert!(pack_bytes(&env) < before - 1_500_000);
+    env.snap(&["check", "--read-data"]).ok();
+}

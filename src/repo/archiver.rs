@@ -245,6 +245,7 @@ impl SnapshotWriter {
             original: None,
         };
         snapshot.summary.duration_s = (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        super::failpoint::hit("create-before-snapshot");
         let id = self.repo.write_snapshot(&snapshot)?;
         Ok((id, snapshot))
     }
