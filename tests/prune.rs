@@ -216,6 +216,19 @@ fn prune_killed_at_any_step_leaves_a_valid_repository() {
     }
 }
 
+/// `a/x.bin` backed up, replaced and backed up again, the first snapshot
+/// forgotten: 2 MB for prune to give back.
+fn replaced_and_forgotten(env: &Env, seed: u64) -> std::path::PathBuf {
+    let a = env.path("a");
+    fs::create_dir_all(&a).unwrap();
+    fs::write(a.join("x.bin"), noise(2_000_000, seed)).unwrap();
+    let old = env.create(&[a.to_str().unwrap()]);
+    fs::write(a.join("x.bin"), noise(2_000_000, seed + 1)).unwrap();
+    env.create(&[a.to_str().unwrap()]);
+    env.snap(&["forget", old["snapshot_id"].as_str().unwrap()]).ok();
+    a
+}
+
 fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !path.exists() {
@@ -271,13 +284,7 @@ fn backup_during_prune_keeps_the_data_it_reuses() {
 #[test]
 fn backup_waits_for_the_deleting_phase_then_succeeds() {
     let env = Env::new();
-    let a = env.path("a");
-    fs::create_dir_all(&a).unwrap();
-    fs::write(a.join("x.bin"), noise(2_000_000, 21)).unwrap();
-    let old = env.create(&[a.to_str().unwrap()]);
-    fs::write(a.join("x.bin"), noise(2_000_000, 22)).unwrap();
-    env.create(&[a.to_str().unwrap()]);
-    env.snap(&["forget", old["snapshot_id"].as_str().unwrap()]).ok();
+    let a = replaced_and_forgotten(&env, 21);
 
     let go = env.path("go");
     let mut prune = env
@@ -383,13 +390,7 @@ fn damaged_repository_is_repaired_keeping_what_is_intact() {
 #[test]
 fn prune_defers_deletion_while_a_long_backup_runs() {
     let env = Env::new();
-    let a = env.path("a");
-    fs::create_dir_all(&a).unwrap();
-    fs::write(a.join("x.bin"), noise(2_000_000, 31)).unwrap();
-    let old = env.create(&[a.to_str().unwrap()]);
-    fs::write(a.join("x.bin"), noise(2_000_000, 32)).unwrap();
-    env.create(&[a.to_str().unwrap()]);
-    env.snap(&["forget", old["snapshot_id"].as_str().unwrap()]).ok();
+    let a = replaced_and_forgotten(&env, 31);
     let before = pack_bytes(&env);
 
     let go = env.path("go");
