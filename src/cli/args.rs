@@ -22,8 +22,45 @@ pub struct Cli {
     /// How long to wait for a conflicting lock, in seconds
     #[arg(long, default_value_t = 300, global = true, value_name = "SECONDS")]
     pub lock_wait: u64,
+    /// Health-check URL: pinged at URL/start, then URL on success or
+    /// URL/fail on failure (healthchecks.io style)
+    #[arg(long, env = "SNAP_NOTIFY_URL", global = true, value_name = "URL")]
+    pub notify_url: Option<String>,
+    /// POST a JSON summary of the run (success or failure) to this URL
+    #[arg(long, env = "SNAP_NOTIFY_WEBHOOK", global = true, value_name = "URL")]
+    pub notify_webhook: Option<String>,
+    /// Update this Prometheus textfile (for node_exporter) after the run
+    #[arg(long, env = "SNAP_METRICS_FILE", global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Command {
+    /// The subcommand's name, for notifications and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Init(_) => "init",
+            Command::Create(_) => "create",
+            Command::Snapshots => "snapshots",
+            Command::Show { .. } => "show",
+            Command::Ls { .. } => "ls",
+            Command::Diff { .. } => "diff",
+            Command::Stats => "stats",
+            Command::Restore(_) => "restore",
+            Command::Dump { .. } => "dump",
+            Command::Verify(_) => "verify",
+            Command::Check(_) => "check",
+            Command::Repair(_) => "repair",
+            Command::Key(_) => "key",
+            Command::Forget(_) => "forget",
+            Command::Prune(_) => "prune",
+            Command::Policy(_) => "policy",
+            Command::Unlock { .. } => "unlock",
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -91,6 +128,13 @@ pub enum Command {
         #[arg(long)]
         remove_all: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `snap man > /usr/local/share/man/man1/snap.1`
+    Man,
 }
 
 #[derive(Args, Debug)]

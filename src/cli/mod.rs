@@ -6,6 +6,7 @@ pub mod output;
 pub mod password;
 mod project;
 mod retention;
+mod unattended;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -79,8 +80,13 @@ pub fn main() -> i32 {
         }
     };
     let out = Output { json: cli.json, quiet: cli.quiet };
-    match run(&cli, out) {
-        Ok(code) => code,
+    let notifier = unattended::Notifier::new(cli.notify_url.clone(), cli.notify_webhook.clone());
+    let command = cli.command.name();
+    notifier.start(command);
+    let started = std::time::Instant::now();
+    let ctx = Context { cli: &cli, out, facts: Default::default() };
+    let (code, message) = match run(&ctx) {
+        Ok(code) => (code, String::new()),
         Err(e) => {
             // Secrets registered while loading settings never reach output.
             let message = crate::supabase::settings::redact(&e.message);
@@ -88,17 +94,35 @@ pub fn main() -> i32 {
                 out.json(&json!({"error": message, "exit_code": e.code}));
             }
             eprintln!("snap: error: {message}");
-            e.code
+            (e.code, message)
+        }
+    };
+    let facts = ctx.facts.into_inner();
+    notifier.finish(command, code, &message, started.elapsed(), &facts);
+    if let Some(path) = &cli.metrics_file {
+        let backend = cli.repo.as_deref().and_then(|r| open_location(r).ok());
+        if let Err(e) = unattended::write_metrics(path, command, code, started.elapsed(), &facts, backend.as_deref()) {
+            eprintln!("snap: warning: cannot write metrics to {}: {e}", path.display());
         }
     }
+    code
 }
 
 pub(crate) struct Context<'a> {
     pub(crate) cli: &'a Cli,
     pub(crate) out: Output,
+    /// Numbers the command reports for notifications and metrics.
+    pub(crate) facts: std::cell::RefCell<unattended::Facts>,
 }
 
 impl Context<'_> {
+    /// Record numbers about this run (for --notify-webhook, --metrics-file).
+    pub(crate) fn record(&self, v: serde_json::Value) {
+        if let serde_json::Value::Object(m) = v {
+            self.facts.borrow_mut().extend(m);
+        }
+    }
+
     fn backend(&self) -> Result<Arc<dyn Backend>, CliError> {
         let loc = self
             .cli
@@ -157,32 +181,46 @@ fn kdf(memory: u32, iterations: Option<u32>) -> Result<KdfParams, CliError> {
     Ok(p)
 }
 
-fn run(cli: &Cli, out: Output) -> CliResult {
-    let ctx = Context { cli, out };
+fn run(ctx: &Context) -> CliResult {
+    let (cli, out) = (ctx.cli, ctx.out);
     match &cli.command {
-        Command::Init(a) => cmd_init(&ctx, a),
-        Command::Create(a) => cmd_create(&ctx, a),
-        Command::Snapshots => cmd_snapshots(&ctx),
-        Command::Show { snapshot } => cmd_show(&ctx, snapshot),
-        Command::Ls { snapshot, path } => cmd_ls(&ctx, snapshot, path.as_deref()),
-        Command::Diff { first, second } => cmd_diff(&ctx, first, second),
-        Command::Stats => cmd_stats(&ctx),
-        Command::Restore(a) => cmd_restore(&ctx, a),
+        Command::Init(a) => cmd_init(ctx, a),
+        Command::Create(a) => cmd_create(ctx, a),
+        Command::Snapshots => cmd_snapshots(ctx),
+        Command::Show { snapshot } => cmd_show(ctx, snapshot),
+        Command::Ls { snapshot, path } => cmd_ls(ctx, snapshot, path.as_deref()),
+        Command::Diff { first, second } => cmd_diff(ctx, first, second),
+        Command::Stats => cmd_stats(ctx),
+        Command::Restore(a) => cmd_restore(ctx, a),
         Command::Dump { snapshot, path, table, format } => match (path, table) {
-            (Some(p), None) => cmd_dump(&ctx, snapshot, p),
-            (None, Some(t)) => project::cmd_dump_table(&ctx, snapshot, t, format),
+            (Some(p), None) => cmd_dump(ctx, snapshot, p),
+            (None, Some(t)) => project::cmd_dump_table(ctx, snapshot, t, format),
             _ => Err(CliError::usage("give a PATH or --table SCHEMA.TABLE")),
         },
-        Command::Verify(a) => project::cmd_verify(&ctx, a),
-        Command::Forget(a) => retention::cmd_forget(&ctx, a),
-        Command::Prune(a) => retention::cmd_prune(&ctx, a),
-        Command::Policy(c) => retention::cmd_policy(&ctx, c),
-        Command::Check(a) => cmd_check(&ctx, a),
-        Command::Repair(RepairCommand::Index) => cmd_repair_index(&ctx),
+        Command::Verify(a) => project::cmd_verify(ctx, a),
+        Command::Forget(a) => retention::cmd_forget(ctx, a),
+        Command::Prune(a) => retention::cmd_prune(ctx, a),
+        Command::Policy(c) => retention::cmd_policy(ctx, c),
+        Command::Check(a) => cmd_check(ctx, a),
+        Command::Repair(RepairCommand::Index) => cmd_repair_index(ctx),
         Command::Repair(RepairCommand::Snapshots { read_data, rewrite }) => {
-            cmd_repair_snapshots(&ctx, *read_data, *rewrite)
+            cmd_repair_snapshots(ctx, *read_data, *rewrite)
         }
-        Command::Key(k) => cmd_key(&ctx, k),
+        Command::Key(k) => cmd_key(ctx, k),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "snap", &mut script);
+            write_stdout(&script)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|e| CliError::usage(format!("cannot render the manual page: {e}")))?;
+            write_stdout(&page)
+        }
         Command::Unlock { remove_all } => {
             let repo = ctx.open()?;
             let removed = lock::unlock(&repo, *remove_all)?;
@@ -193,6 +231,15 @@ fn run(cli: &Cli, out: Output) -> CliResult {
             }
             Ok(exit::OK)
         }
+    }
+}
+
+/// Write generated text; a closed pipe (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> CliResult {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::usage(format!("cannot write: {e}"))),
+        _ => Ok(exit::OK),
     }
 }
 
@@ -279,6 +326,8 @@ fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     };
     drop(display);
     let s = &report.snapshot.summary;
+    ctx.record(json!({"snapshot_id": report.id, "bytes_read": s.bytes_read, "bytes_added": s.bytes_added,
+        "files": s.files}));
     for w in &report.warnings {
         eprintln!("snap: warning: {w}");
     }

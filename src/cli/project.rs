@@ -143,6 +143,8 @@ pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     let st = report.storage.as_ref();
     let objects = st.map(|m| m.objects_downloaded + m.objects_reused).unwrap_or(0);
     let missing = st.map(|m| m.missing.len()).unwrap_or(0);
+    ctx.record(json!({"snapshot_id": report.id, "bytes_read": s.bytes_read, "bytes_added": s.bytes_added,
+        "files": s.files, "tables": tables, "rows": rows, "objects": objects, "objects_missing": missing}));
     if ctx.out.json {
         let mut v = super::output::summary_json(s);
         let extra = json!({

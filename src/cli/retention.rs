@@ -170,6 +170,8 @@ pub(super) fn cmd_prune(ctx: &Context, a: &PruneArgs) -> CliResult {
     };
     let report = prune::prune(&repo, &opts, &mut take_exclusive, &mut |m| out.note(&format!("snap: {m}")))?;
 
+    ctx.record(json!({"forgotten": forgotten.len(), "bytes_deleted": report.bytes_deleted,
+        "bytes_written": report.bytes_written, "deferred": report.deferred}));
     if ctx.out.json {
         ctx.out.json(&json!({"dry_run": a.dry_run, "snapshots": plan_json(&plan),
             "forgotten": forgotten.len(), "prune": report}));
