@@ -185,10 +185,11 @@ pub(super) fn cmd_prune(ctx: &Context, a: &PruneArgs) -> CliResult {
 }
 
 fn print_report(r: &PruneReport, forgotten: usize) {
-    let (would, freed) = if r.dry_run { ("would ", "would be freed") } else { ("", "freed") };
+    let (would, deleted, repacked) =
+        if r.dry_run { ("would ", "would be deleted", "to repack") } else { ("", "deleted", "repacked") };
     println!("{}{} {forgotten} snapshot(s); {} kept", would, if r.dry_run { "remove" } else { "removed" }, r.snapshots);
     println!(
-        "packs: {} total, {} kept, {} {would}be repacked ({} of used data), {} unused, {} not indexed",
+        "packs: {} total, {} kept, {} {repacked} ({} of used data), {} unused, {} not indexed",
         r.packs,
         r.packs_kept,
         r.packs_repack,
@@ -200,7 +201,7 @@ fn print_report(r: &PruneReport, forgotten: usize) {
         println!("{} pack(s) kept after all: a backup that ran meanwhile uses them", r.packs_rescued);
     }
     println!(
-        "repository: {} before, {} unused; {} {freed}, {} written; {} after",
+        "repository: {} before, {} unused; {} {deleted}, {} written; {} after",
         bytes(r.bytes_before),
         bytes(r.bytes_unused),
         bytes(r.bytes_deleted),
