@@ -534,14 +534,11 @@ fn cmd_check(ctx: &Context, a: &args::CheckArgs) -> CliResult {
     let read = if a.read_data {
         check::ReadData::All
     } else if let Some(p) = &a.read_data_subset {
-        let n: f64 = p
-            .trim_end_matches('%')
-            .parse()
-            .map_err(|_| CliError::usage(format!("--read-data-subset takes a percentage like 10%, not {p:?}")))?;
-        if !(0.0..=100.0).contains(&n) || n == 0.0 {
+        let share = retention::parse_percent("--read-data-subset", p)?;
+        if share == 0.0 {
             return Err(CliError::usage("--read-data-subset must be between 0% and 100%"));
         }
-        check::ReadData::Subset(n / 100.0)
+        check::ReadData::Subset(share)
     } else {
         check::ReadData::None
     };

@@ -123,12 +123,13 @@ pub(super) fn cmd_forget(ctx: &Context, a: &ForgetArgs) -> CliResult {
     Ok(exit::OK)
 }
 
-fn parse_percent(flag: &str, s: &str) -> Result<f64, CliError> {
+/// A percentage flag (`5%` or `5`) as a fraction in 0..=1.
+pub(super) fn parse_percent(flag: &str, s: &str) -> Result<f64, CliError> {
     let n: f64 = s
         .trim()
         .trim_end_matches('%')
         .parse()
-        .map_err(|_| CliError::usage(format!("{flag} takes a percentage like 5%, not {s:?}")))?;
+        .map_err(|_| CliError::usage(format!("{flag} takes a percentage like 10%, not {s:?}")))?;
     if !(0.0..=100.0).contains(&n) {
         return Err(CliError::usage(format!("{flag} must be between 0% and 100%")));
     }

@@ -33,6 +33,7 @@ use super::super::backend::FileKind;
 use super::super::error::{Error, Result};
 use super::super::failpoint;
 use super::super::format::blob::{decode_blob, BlobType};
+use super::super::format::index::IndexFile;
 use super::super::format::pack::PackEntry;
 use super::super::id::Id;
 use super::super::index::MasterIndex;
@@ -205,24 +206,23 @@ pub fn prune(
         repo.read_index_file(&id.to_hex())
             .map_err(|e| Error::Invalid(format!("{e}: run `snap repair index` before pruning; nothing was pruned")))
     };
-    for id in &names {
-        let file = read(id)?;
-        superseded.extend(file.supersedes.iter().copied());
-        index.load_file(&file);
+    let load = |index: &mut MasterIndex, blob_bytes: &mut HashMap<Id, u64>, file: &IndexFile| {
+        index.load_file(file);
         for p in &file.packs {
             *blob_bytes.entry(p.id).or_default() += p.blobs.iter().map(|b| b.length as u64).sum::<u64>();
         }
+    };
+    for id in &names {
+        let file = read(id)?;
+        superseded.extend(file.supersedes.iter().copied());
+        load(&mut index, &mut blob_bytes, &file);
         index_files.push((*id, file.packs.iter().map(|p| p.id).collect()));
     }
     if names.iter().any(|id| superseded.contains(id)) {
         index = MasterIndex::new();
         blob_bytes.clear();
         for id in names.iter().filter(|id| !superseded.contains(id)) {
-            let file = read(id)?;
-            index.load_file(&file);
-            for p in &file.packs {
-                *blob_bytes.entry(p.id).or_default() += p.blobs.iter().map(|b| b.length as u64).sum::<u64>();
-            }
+            load(&mut index, &mut blob_bytes, &read(id)?);
         }
     }
     index.seal_loaded();
@@ -254,11 +254,16 @@ pub fn prune(
 
     // Per-pack use, from the loaded entries (the copies lookups resolve to).
     let pack_count = repo.index().pack_count();
+    // Pack ids by pack number, once, instead of a locked lookup per use.
+    let pack_ids: Vec<Id> = {
+        let index = repo.index();
+        (0..pack_count).map(|n| index.pack_id(n as u32)).collect()
+    };
     let mut usage = vec![PackUse::default(); pack_count];
     {
         let index = repo.index();
         for (n, u) in usage.iter_mut().enumerate() {
-            u.blob_bytes = blob_bytes.get(&index.pack_id(n as u32)).copied().unwrap_or(0);
+            u.blob_bytes = blob_bytes.get(&pack_ids[n]).copied().unwrap_or(0);
         }
         for pos in 0..index.loaded_len() {
             if reach.is_set(pos) {
@@ -273,7 +278,7 @@ pub fn prune(
     drop(blob_bytes);
     let mut fate = vec![Fate::Keep; pack_count];
     for (n, u) in usage.iter().enumerate() {
-        let pack = repo.index().pack_id(n as u32);
+        let pack = pack_ids[n];
         let size = present.get(&pack).copied();
         if size.is_none() {
             if u.used_blobs > 0 {
@@ -307,17 +312,15 @@ pub fn prune(
             Fate::Delete => report.packs_unused += 1,
         }
     }
-    let indexed: HashSet<Id> = (0..pack_count).map(|n| repo.index().pack_id(n as u32)).collect();
+    let indexed: HashSet<Id> = pack_ids.iter().copied().collect();
     let unindexed: Vec<(Id, u64)> =
         present.iter().filter(|(id, _)| !indexed.contains(id)).map(|(i, s)| (*i, *s)).collect();
     report.packs_unindexed = unindexed.len();
     report.bytes_unused += unindexed.iter().map(|(_, s)| s).sum::<u64>();
     if opts.dry_run {
-        let freed: u64 = (0..pack_count)
-            .filter(|n| fate[*n] != Fate::Keep)
-            .filter_map(|n| present.get(&repo.index().pack_id(n as u32)))
-            .sum::<u64>()
-            + unindexed.iter().map(|(_, s)| s).sum::<u64>();
+        let freed: u64 =
+            (0..pack_count).filter(|n| fate[*n] != Fate::Keep).filter_map(|n| present.get(&pack_ids[n])).sum::<u64>()
+                + unindexed.iter().map(|(_, s)| s).sum::<u64>();
         report.bytes_deleted = freed;
         report.bytes_written = report.bytes_repacked;
         report.bytes_after = report.bytes_before - freed + report.bytes_repacked;
@@ -390,8 +393,7 @@ pub fn prune(
         fate[*n as usize] = Fate::Keep;
     }
     report.packs_rescued = rescued.len();
-    let condemned: HashSet<Id> =
-        (0..pack_count).filter(|n| fate[*n] != Fate::Keep).map(|n| repo.index().pack_id(n as u32)).collect();
+    let condemned: HashSet<Id> = (0..pack_count).filter(|n| fate[*n] != Fate::Keep).map(|n| pack_ids[n]).collect();
 
     // New index files without the condemned packs, then drop the old ones.
     note("writing the new index");
