@@ -32,6 +32,13 @@ pub struct Cli {
     /// Update this Prometheus textfile (for node_exporter) after the run
     #[arg(long, env = "SNAP_METRICS_FILE", global = true, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Also append every note, warning and error, with the run's start and
+    /// result, to this file
+    #[arg(long, env = "SNAP_LOG_FILE", global = true, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+    /// Format of --log-file lines (or of stderr, without --log-file)
+    #[arg(long, env = "SNAP_LOG_FORMAT", global = true, value_enum, default_value = "human")]
+    pub log_format: super::log::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -59,6 +66,8 @@ impl Command {
             Command::Unlock { .. } => "unlock",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
+            Command::Doctor(_) => "doctor",
+            Command::Schedule(_) => "schedule",
         }
     }
 }
@@ -135,6 +144,90 @@ pub enum Command {
     },
     /// Print the manual page (roff), e.g. `snap man > /usr/local/share/man/man1/snap.1`
     Man,
+    /// Check everything a backup and a restore need, with a fix for each
+    /// failure (exit code 1 if any check fails)
+    Doctor(Box<DoctorArgs>),
+    /// Run backups on a timer: systemd user units, or a crontab line
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Write a service and timer that run `snap create` (then `snap prune`
+    /// with the saved policy, with --prune) and a weekly partial
+    /// `snap check`; secrets go to a 0600 environment file
+    Install(Box<ScheduleInstallArgs>),
+    /// Show the schedule's files, next and last runs, and its log's tail
+    Status(ScheduleName),
+    /// Stop and remove the schedule's units and environment file (the log stays)
+    Remove(ScheduleName),
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleName {
+    /// Name of the schedule: units are snap-NAME.*, so several projects can
+    /// each have one
+    #[arg(long, default_value = "backup")]
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleInstallArgs {
+    #[command(flatten)]
+    pub name: ScheduleName,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// When to back up, as a systemd calendar expression (daily, hourly,
+    /// "*-*-* 03:30", …)
+    #[arg(long, default_value = "daily", value_name = "WHEN")]
+    pub on_calendar: String,
+    /// After each backup, prune with the policy saved by `snap policy set`
+    #[arg(long)]
+    pub prune: bool,
+    /// When to run `snap check --read-data-subset`
+    #[arg(long, default_value = "weekly", value_name = "WHEN")]
+    pub check_calendar: String,
+    /// Share of the packs the scheduled check reads
+    #[arg(long, default_value = "5%", value_name = "PERCENT")]
+    pub check_subset: String,
+    /// No scheduled check
+    #[arg(long)]
+    pub no_check: bool,
+    /// The snap binary the schedule runs (default: this one)
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// systemd user units, or a crontab line (default: systemd when it runs
+    /// this machine)
+    #[arg(long, value_enum, default_value = "auto")]
+    pub mode: ScheduleMode,
+    /// Write the files but do not enable the timers (for images built now
+    /// and booted later)
+    #[arg(long)]
+    pub no_enable: bool,
+    /// Arguments for `snap create` (e.g. -- --only db --tag nightly, or
+    /// paths to back up instead of a project)
+    #[arg(last = true, value_name = "CREATE ARGS")]
+    pub create_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleMode {
+    Auto,
+    Systemd,
+    Cron,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Check only the database or only Storage (default: whatever is configured)
+    #[arg(long, value_name = "db|storage")]
+    pub only: Option<String>,
+    /// Fail when the newest snapshot of the project is older than this
+    #[arg(long, default_value = "26h", value_name = "DURATION")]
+    pub max_age: String,
 }
 
 #[derive(Args, Debug)]

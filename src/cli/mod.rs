@@ -2,10 +2,14 @@
 //! Knows nothing of the repository format.
 
 pub mod args;
+mod doctor;
+mod files;
+pub mod log;
 pub mod output;
 pub mod password;
 mod project;
 mod retention;
+mod schedule;
 mod unattended;
 
 use std::io::IsTerminal;
@@ -80,9 +84,14 @@ pub fn main() -> i32 {
         }
     };
     let out = Output { json: cli.json, quiet: cli.quiet };
+    if let Err(e) = log::init(cli.command.name(), cli.log_format, cli.quiet, cli.log_file.as_deref()) {
+        eprintln!("snap: error: {e}");
+        return exit::USAGE;
+    }
     let notifier = unattended::Notifier::new(cli.notify_url.clone(), cli.notify_webhook.clone());
     let command = cli.command.name();
     notifier.start(command);
+    log::record(log::Level::Info, &format!("snap {} {command} started", env!("CARGO_PKG_VERSION")), None);
     let started = std::time::Instant::now();
     let ctx = Context { cli: &cli, out, facts: Default::default() };
     let (code, message) = match run(&ctx) {
@@ -93,16 +102,22 @@ pub fn main() -> i32 {
             if out.json && !e.json_done {
                 out.json(&json!({"error": message, "exit_code": e.code}));
             }
-            eprintln!("snap: error: {message}");
+            log::error(&message);
             (e.code, message)
         }
     };
     let facts = ctx.facts.into_inner();
+    let (level, outcome) = if code == 0 {
+        (log::Level::Info, "succeeded".to_string())
+    } else {
+        (log::Level::Error, format!("failed with exit code {code}"))
+    };
+    log::record(level, &format!("{command} {outcome} in {:.2}s", started.elapsed().as_secs_f64()), Some(&facts));
     notifier.finish(command, code, &message, started.elapsed(), &facts);
     if let Some(path) = &cli.metrics_file {
         let backend = cli.repo.as_deref().and_then(|r| open_location(r).ok());
         if let Err(e) = unattended::write_metrics(path, command, code, started.elapsed(), &facts, backend.as_deref()) {
-            eprintln!("snap: warning: cannot write metrics to {}: {e}", path.display());
+            log::warn(&format!("cannot write metrics to {}: {e}", path.display()));
         }
     }
     code
@@ -221,6 +236,8 @@ fn run(ctx: &Context) -> CliResult {
                 .map_err(|e| CliError::usage(format!("cannot render the manual page: {e}")))?;
             write_stdout(&page)
         }
+        Command::Doctor(a) => doctor::cmd_doctor(ctx, a),
+        Command::Schedule(c) => schedule::cmd_schedule(ctx, c),
         Command::Unlock { remove_all } => {
             let repo = ctx.open()?;
             let removed = lock::unlock(&repo, *remove_all)?;
@@ -329,7 +346,7 @@ fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     ctx.record(json!({"snapshot_id": report.id, "bytes_read": s.bytes_read, "bytes_added": s.bytes_added,
         "files": s.files}));
     for w in &report.warnings {
-        eprintln!("snap: warning: {w}");
+        log::warn(&w.to_string());
     }
     if ctx.out.json {
         let mut v = output::summary_json(s);
@@ -353,7 +370,7 @@ fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     if report.warnings.is_empty() {
         Ok(exit::OK)
     } else {
-        eprintln!("snap: {} entries could not be read; the snapshot lacks them", report.warnings.len());
+        log::warn(&format!("{} entries could not be read; the snapshot lacks them", report.warnings.len()));
         Ok(exit::PARTIAL)
     }
 }
@@ -362,7 +379,7 @@ fn cmd_snapshots(ctx: &Context) -> CliResult {
     let repo = ctx.open()?;
     let (snaps, bad) = repo.list_snapshots()?;
     for (name, e) in &bad {
-        eprintln!("snap: warning: snapshot {name} cannot be read: {e}");
+        log::warn(&format!("snapshot {name} cannot be read: {e}"));
     }
     if ctx.out.json {
         let arr: Vec<_> = snaps
@@ -495,7 +512,7 @@ fn cmd_restore(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
     )?;
     drop(display);
     for e in &report.errors {
-        eprintln!("snap: error: {e}");
+        log::error(&e.to_string());
     }
     if ctx.out.json {
         ctx.out
@@ -552,7 +569,7 @@ fn cmd_check(ctx: &Context, a: &args::CheckArgs) -> CliResult {
         ctx.out.json(&serde_json::to_value(&report).expect("report serialises"));
     } else {
         for w in &report.warnings {
-            eprintln!("warning: {}: {}", w.object, w.message);
+            log::warn(&format!("{}: {}", w.object, w.message));
         }
         for p in &report.problems {
             println!("error: {}: {}", p.object, p.message);
@@ -591,7 +608,7 @@ fn cmd_repair_index(ctx: &Context) -> CliResult {
         ctx.out.json(&serde_json::to_value(&r).expect("report serialises"));
     } else {
         for u in &r.unreadable_packs {
-            eprintln!("snap: warning: {u}");
+            log::warn(&u.to_string());
         }
         println!(
             "indexed {} blobs in {} packs: wrote {} index files, removed {}",

@@ -37,10 +37,9 @@ impl Output {
         println!("{}", serde_json::to_string_pretty(value).expect("json serialises"));
     }
 
+    /// A note on stderr (hidden by --quiet) and in the log file.
     pub fn note(&self, msg: &str) {
-        if !self.quiet {
-            eprintln!("{msg}");
-        }
+        super::log::info(msg);
     }
 }
 

@@ -44,7 +44,6 @@ fn url_flags(p: &args::ProjectArgs) -> UrlFlags {
 /// Counts for the progress line; warnings go to stderr as they happen.
 #[derive(Default)]
 struct Counters {
-    quiet: bool,
     streams_done: AtomicU64,
     objects_total: AtomicU64,
     objects_done: AtomicU64,
@@ -56,9 +55,7 @@ impl DbObserver for Counters {
         self.streams_done.fetch_add(1, Ordering::Relaxed);
     }
     fn warn(&self, message: &str) {
-        if !self.quiet {
-            eprintln!("snap: warning: {message}");
-        }
+        super::log::warn(message);
     }
 }
 
@@ -96,7 +93,7 @@ pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     let scope = format!("create {identity}");
     let _lock = ctx.lock_scoped(&repo, LockKind::Shared, &format!("create of {identity}"), Some(&scope))?;
     let progress = Arc::new(Progress::default());
-    let observer = Arc::new(Counters { quiet: ctx.out.quiet, ..Default::default() });
+    let observer = Arc::new(Counters::default());
     let display = {
         let (p, c) = (progress.clone(), observer.clone());
         ProgressDisplay::start(ctx.out, move |elapsed| {
@@ -182,7 +179,7 @@ pub fn cmd_create_project(ctx: &Context, a: &args::CreateArgs) -> CliResult {
         );
     }
     if missing > 0 {
-        eprintln!("snap: {missing} objects could not be read; the snapshot lists them as missing");
+        super::log::warn(&format!("{missing} objects could not be read; the snapshot lists them as missing"));
         return Ok(exit::PARTIAL);
     }
     Ok(exit::OK)
@@ -285,7 +282,7 @@ pub fn cmd_restore_project(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
         None
     };
     for w in &report.warnings {
-        eprintln!("snap: warning: {w}");
+        super::log::warn(&w.to_string());
     }
     if ctx.out.json {
         let mut v = serde_json::to_value(&report).expect("report serialises");
@@ -308,17 +305,17 @@ pub fn cmd_restore_project(ctx: &Context, a: &args::RestoreArgs) -> CliResult {
             return Ok(exit::OK);
         }
     }
+    for n in &report.notices {
+        super::log::info(&n.to_string());
+    }
+    for s in &report.skipped_statements {
+        super::log::info(&format!(
+            "not run ({}): {}",
+            s["rule"].as_str().unwrap_or_default(),
+            s["statement"].as_str().unwrap_or_default()
+        ));
+    }
     if !ctx.out.quiet {
-        for n in &report.notices {
-            eprintln!("snap: {n}");
-        }
-        for s in &report.skipped_statements {
-            eprintln!(
-                "snap: not run ({}): {}",
-                s["rule"].as_str().unwrap_or_default(),
-                s["statement"].as_str().unwrap_or_default()
-            );
-        }
         println!(
             "restored snapshot {}: {} tables, {} rows, {} statements; {} buckets, {} objects uploaded ({}), {} unchanged, {} deleted",
             id.short(),

@@ -180,7 +180,7 @@ pub(super) fn cmd_prune(ctx: &Context, a: &PruneArgs) -> CliResult {
         print_report(&report, forgotten.len());
     }
     if let Some(why) = &report.deferred {
-        ctx.out.note(&format!("snap: warning: space not yet given back: {why}"));
+        super::log::warn(&format!("space not yet given back: {why}"));
     }
     Ok(exit::OK)
 }

@@ -61,7 +61,7 @@ impl Notifier {
 
     fn send(&self, url: &str, body: String, content_type: &str) {
         let Some(client) = &self.client else {
-            eprintln!("snap: warning: notifications are off: no HTTP client could be built");
+            super::log::warn("notifications are off: no HTTP client could be built");
             return;
         };
         let mut last = String::new();
@@ -77,13 +77,13 @@ impl Notifier {
         }
         // The URL may hold a token (healthchecks.io pings do): name its host only.
         let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(String::from)).unwrap_or_default();
-        eprintln!("snap: warning: could not notify {host}: {last}");
+        super::log::warn(&format!("could not notify {host}: {last}"));
     }
 }
 
 /// Update the Prometheus textfile for `command`: its last run, exit code,
 /// duration and numbers, keeping what other commands wrote and the last
-/// success time across failures. Written atomically (temp file, rename).
+/// success time across failures. Written atomically.
 pub fn write_metrics(
     path: &Path,
     command: &str,
@@ -136,9 +136,8 @@ pub fn write_metrics(
         }
         text.push_str(&format!("{name}{labels} {v}\n"));
     }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    // node_exporter runs as another user: the file is world-readable.
+    super::files::write_atomic(path, text.as_bytes(), 0o644)
 }
 
 fn describe(name: &str) -> (&'static str, &'static str) {

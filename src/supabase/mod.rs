@@ -11,6 +11,7 @@ pub mod error;
 pub mod pgconn;
 pub mod pgtools;
 pub mod platform;
+pub mod preflight;
 pub mod project;
 pub mod restore;
 pub mod restore_rules;

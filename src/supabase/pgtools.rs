@@ -17,13 +17,14 @@ pub struct PgTool {
     pub version: String,
 }
 
-/// Directories searched, in order: `SNAP_PG_BIN`, `PATH`, then Debian's
-/// per-version directories newest first.
+/// Directories searched: only `SNAP_PG_BIN` when it is set (the user chose
+/// those tools, and a silent fallback would hide a wrong choice), else
+/// `PATH`, then Debian's per-version directories newest first.
 fn candidate_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(d) = std::env::var_os("SNAP_PG_BIN") {
-        dirs.push(PathBuf::from(d));
+    if let Some(d) = std::env::var_os("SNAP_PG_BIN").filter(|d| !d.is_empty()) {
+        return vec![PathBuf::from(d)];
     }
+    let mut dirs = Vec::new();
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }

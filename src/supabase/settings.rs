@@ -118,7 +118,9 @@ impl SettingsSource {
         SettingsSource { env_file: vars, env_file_path: None, interactive: false }
     }
 
-    fn raw(&self, name: &str) -> Option<String> {
+    /// A variable as set (environment first, then the env file), with no
+    /// `_FILE` indirection followed.
+    pub fn raw(&self, name: &str) -> Option<String> {
         std::env::var(name).ok().or_else(|| self.env_file.get(name).cloned()).filter(|v| !v.is_empty())
     }
 

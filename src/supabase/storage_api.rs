@@ -266,6 +266,22 @@ impl StorageClient {
         serde_json::from_str(&text).map_err(|e| ApiError::Permanent(format!("listing buckets: unexpected answer: {e}")))
     }
 
+    /// One unretried bucket listing, for a health check: how many buckets
+    /// the key sees, and the server's `Date` header (to compare clocks).
+    pub async fn probe(&self) -> Result<(usize, Option<String>), ApiError> {
+        let what = "listing buckets";
+        let resp = self.http.get(self.url("bucket")).send().await.map_err(|e| transport(e, what))?;
+        let status = resp.status();
+        let date = resp.headers().get(reqwest::header::DATE).and_then(|d| d.to_str().ok()).map(String::from);
+        let text = resp.text().await.map_err(|e| transport(e, what))?;
+        if !status.is_success() {
+            return Err(classify(status, &text, what));
+        }
+        let buckets: Vec<Bucket> =
+            serde_json::from_str(&text).map_err(|_| classify(status, &text, "listing buckets: not a bucket list"))?;
+        Ok((buckets.len(), date))
+    }
+
     /// Every object of a bucket, by list-v2's cursor; list v1 (recursive,
     /// by offset) where the server has no list-v2.
     pub async fn list_objects(&self, bucket: &str) -> Result<Vec<Listed>, ApiError> {

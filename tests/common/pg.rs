@@ -200,8 +200,9 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
+impl Cluster {
+    /// Stop the server at once (as a crash or an outage would).
+    pub fn stop(&self) {
         let data = self.dir.path().join("data");
         let mut cmd = if is_root() {
             let mut c = Command::new("runuser");
@@ -211,5 +212,11 @@ impl Drop for Cluster {
             Command::new(self.bin.join("pg_ctl"))
         };
         let _ = cmd.args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]).output();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -67,6 +67,25 @@ impl Backend for LocalBackend {
         self.root.display().to_string()
     }
 
+    fn free_space(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        // The repository may not exist yet: ask about the nearest ancestor.
+        let dir = self.root.ancestors().find(|p| p.is_dir())?;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is a valid C string and `st` is written by statvfs
+        // before it is read, only when the call succeeds.
+        let st = unsafe {
+            if libc::statvfs(path.as_ptr(), st.as_mut_ptr()) != 0 {
+                return None;
+            }
+            st.assume_init()
+        };
+        // f_bavail: blocks an unprivileged writer may use (root may dip
+        // into the reserve, but a backup should not count on it).
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+
     fn create(&self) -> BackendResult<()> {
         if self.root.join("config").exists() {
             return Err(BackendError::Io {

@@ -74,6 +74,10 @@ pub trait Backend: Send + Sync {
     fn size(&self, kind: FileKind, name: &str) -> BackendResult<u64>;
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> BackendResult<()>;
     fn delete(&self, kind: FileKind, name: &str) -> BackendResult<()>;
+    /// Bytes free for new files, where the storage has such a limit.
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Open the backend a `--repo` string names.
