@@ -63,6 +63,11 @@ pub struct Content {
     pub hash: Option<blake3::Hash>,
 }
 
+/// Chunks are handed to the saver's threads in batches of about this many
+/// bytes: large enough that a batch of small table-data chunks costs one
+/// hand-off, small enough that every thread has work and memory stays flat.
+const BATCH_BYTES: usize = 256 * 1024;
+
 #[derive(Clone)]
 pub struct ContentSaver {
     repo: Arc<Repository>,
@@ -87,6 +92,8 @@ impl ContentSaver {
         let mut hasher = hash.then(blake3::Hasher::new);
         let mut tickets = Vec::new();
         let mut size = 0u64;
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut batch_bytes = 0;
         for chunk in chunker.stream(reader) {
             let chunk = chunk.map_err(|e| Error::io(label, e))?;
             size += chunk.len() as u64;
@@ -94,10 +101,18 @@ impl ContentSaver {
                 h.update(&chunk);
             }
             self.progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            tickets.push(self.saver.submit(chunk, BlobType::Data)?);
-            if self.saver.failed() {
-                break;
+            batch_bytes += chunk.len();
+            batch.push(chunk);
+            if batch_bytes >= BATCH_BYTES {
+                tickets.push(self.saver.submit(std::mem::take(&mut batch), BlobType::Data)?);
+                batch_bytes = 0;
+                if self.saver.failed() {
+                    break;
+                }
             }
+        }
+        if !batch.is_empty() {
+            tickets.push(self.saver.submit(batch, BlobType::Data)?);
         }
         Ok(Content { tickets, size, hash: hasher.map(|h| h.finalize()) })
     }
@@ -293,7 +308,7 @@ fn build_trees(
             Event::Leaf(p, mut node, tickets) => {
                 for t in tickets {
                     let saved = t.recv().map_err(|_| Error::Invalid("blob saver stopped".into()))??;
-                    node.content.push(saved.id);
+                    node.content.extend(saved.iter().map(|s| s.id));
                 }
                 if node.kind == NodeKind::File {
                     stats.files += 1;

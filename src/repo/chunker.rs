@@ -24,8 +24,13 @@ impl ChunkerParams {
     /// Large files and objects: few chunks, small index.
     pub const LARGE: ChunkerParams =
         ChunkerParams { min_size: 256 * 1024, avg_size: 1024 * 1024, max_size: 4 * 1024 * 1024 };
-    /// Table data and dumps: smaller chunks so one changed row costs less.
-    pub const SMALL: ChunkerParams = ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 };
+    /// Table data: small chunks, so that rows changed here and there leave
+    /// most chunks of a table unchanged. Measured on pgbench data with 1%
+    /// of the rows changed (examples/table_chunking.rs): 8 KiB chunks store
+    /// day 2 in 19 MiB where 64 KiB chunks need 42 (all of it) and 4 KiB
+    /// need 15, at 37.7k blobs per 600 MB (2.3 MiB of index) and a day 1
+    /// 16% larger than with 64 KiB chunks, compressed one by one.
+    pub const SMALL: ChunkerParams = ChunkerParams { min_size: 2 * 1024, avg_size: 8 * 1024, max_size: 32 * 1024 };
 
     pub fn validate(&self) -> Result<(), String> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
@@ -131,7 +136,9 @@ impl<R: Read> ChunkStream<'_, R> {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        let want = 2 * max;
+        // Read in large pieces even for small chunks: fewer reads, and the
+        // unconsumed tail is moved to the front once per fill, not per chunk.
+        let want = (2 * max).max(1 << 20);
         while !self.eof && self.buf.len() - self.pos < max {
             let old = self.buf.len();
             self.buf.resize(want.max(old + 64 * 1024), 0);

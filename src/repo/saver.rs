@@ -41,7 +41,8 @@ pub struct Saved {
     pub new: bool,
 }
 
-pub type Ticket = Receiver<Result<Saved>>;
+/// Yields the ids of a submitted batch, in order, once all are stored.
+pub type Ticket = Receiver<Result<Vec<Saved>>>;
 
 /// Live counters, readable from another thread for progress display.
 #[derive(Default, Debug)]
@@ -83,11 +84,14 @@ impl WorkProgress {
     }
 }
 
+/// A batch of blobs of one type. Small chunks travel in batches so that
+/// handing work to a thread and back costs once per batch, not per chunk.
 struct Job {
-    data: Vec<u8>,
+    items: Vec<Vec<u8>>,
     blob_type: BlobType,
+    /// Known already (trees, whose id the caller needs at once).
     id: Option<Id>,
-    reply: Option<Sender<Result<Saved>>>,
+    reply: Option<Sender<Result<Vec<Saved>>>>,
 }
 
 struct Shared {
@@ -155,10 +159,11 @@ impl BlobSaver {
             .map_err(|_| Error::Invalid("blob saver stopped unexpectedly".into()))
     }
 
-    /// Queue a data chunk; the ticket yields its id once hashed and stored.
-    pub fn submit(&self, data: Vec<u8>, blob_type: BlobType) -> Result<Ticket> {
+    /// Queue chunks; the ticket yields their ids, in order, once hashed
+    /// and stored.
+    pub fn submit(&self, items: Vec<Vec<u8>>, blob_type: BlobType) -> Result<Ticket> {
         let (tx, rx) = bounded(1);
-        self.send(Job { data, blob_type, id: None, reply: Some(tx) })?;
+        self.send(Job { items, blob_type, id: None, reply: Some(tx) })?;
         Ok(rx)
     }
 
@@ -166,7 +171,7 @@ impl BlobSaver {
     /// it at once; storage happens in the background.
     pub fn save_tree(&self, bytes: Vec<u8>) -> Result<Id> {
         let id = self.shared.repo.key().blob_id(&bytes);
-        self.send(Job { data: bytes, blob_type: BlobType::Tree, id: Some(id), reply: None })?;
+        self.send(Job { items: vec![bytes], blob_type: BlobType::Tree, id: Some(id), reply: None })?;
         Ok(id)
     }
 
@@ -214,37 +219,56 @@ fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<PackBuilder>) {
     let mut encoder = BlobEncoder::new(repo.config().compression_level);
     let pack_size = repo.config().pack_size as usize;
     for job in jobs {
-        let id = job.id.unwrap_or_else(|| repo.key().blob_id(&job.data));
-        let new = !repo.index().contains(&id) && shared.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-        if job.blob_type == BlobType::Data {
-            shared.progress.chunks.fetch_add(1, Ordering::Relaxed);
-        }
-        if new {
-            let encoded = encoder.encode(repo.key(), job.blob_type, &id, &job.data);
+        let mut saved = Vec::with_capacity(job.items.len());
+        for data in &job.items {
+            let id = job.id.unwrap_or_else(|| repo.key().blob_id(data));
+            let new =
+                !repo.index().contains(&id) && shared.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
             if job.blob_type == BlobType::Data {
-                shared.progress.chunks_new.fetch_add(1, Ordering::Relaxed);
-                shared.progress.bytes_new.fetch_add(job.data.len() as u64, Ordering::Relaxed);
+                shared.progress.chunks.fetch_add(1, Ordering::Relaxed);
             }
-            let entry = PackEntry {
-                blob_type: job.blob_type,
-                compression: encoded.compression,
-                id,
-                length: encoded.bytes.len() as u32,
-                raw_length: job.data.len() as u32,
-            };
-            let full = {
-                let mut open = shared.open[job.blob_type as usize].lock().unwrap_or_else(|p| p.into_inner());
-                open.push(entry, &encoded.bytes, pack_size);
-                (open.len() >= pack_size).then(|| std::mem::take(&mut *open))
-            };
-            if let Some(full) = full {
-                if packs.send(full).is_err() {
-                    shared.fail(Error::Invalid("pack writer stopped unexpectedly".into()));
-                }
+            if new {
+                store(shared, &mut encoder, packs, job.blob_type, id, data, pack_size);
             }
+            saved.push(Saved { id, new });
         }
         if let Some(reply) = job.reply {
-            let _ = reply.send(Ok(Saved { id, new }));
+            let _ = reply.send(Ok(saved));
+        }
+    }
+}
+
+/// Compress, seal and append one new blob to the open pack of its type,
+/// handing the pack to the writer once full.
+fn store(
+    shared: &Shared,
+    encoder: &mut BlobEncoder,
+    packs: &Sender<PackBuilder>,
+    blob_type: BlobType,
+    id: Id,
+    data: &[u8],
+    pack_size: usize,
+) {
+    let encoded = encoder.encode(shared.repo.key(), blob_type, &id, data);
+    if blob_type == BlobType::Data {
+        shared.progress.chunks_new.fetch_add(1, Ordering::Relaxed);
+        shared.progress.bytes_new.fetch_add(data.len() as u64, Ordering::Relaxed);
+    }
+    let entry = PackEntry {
+        blob_type,
+        compression: encoded.compression,
+        id,
+        length: encoded.bytes.len() as u32,
+        raw_length: data.len() as u32,
+    };
+    let full = {
+        let mut open = shared.open[blob_type as usize].lock().unwrap_or_else(|p| p.into_inner());
+        open.push(entry, &encoded.bytes, pack_size);
+        (open.len() >= pack_size).then(|| std::mem::take(&mut *open))
+    };
+    if let Some(full) = full {
+        if packs.send(full).is_err() {
+            shared.fail(Error::Invalid("pack writer stopped unexpectedly".into()));
         }
     }
 }

@@ -97,7 +97,7 @@ async fn verify_database(
             }
         };
         futures_util::pin_mut!(stream);
-        let mut h = RowHash::new();
+        let mut h = RowHash::like(&expected);
         while let Some(chunk) = stream.next().await {
             h.update(&chunk.map_err(SupabaseError::db)?);
         }
