@@ -39,18 +39,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut files = Vec::new();
     let mut blob = [0u8; 128];
     for f in 0..count.div_ceil(PER_FILE) {
-        let mut content = Vec::with_capacity(PER_FILE);
+        let mut batch = Vec::with_capacity(PER_FILE);
         for b in 0..PER_FILE.min(count - f * PER_FILE) {
             // Unique, incompressible-looking bytes per blob.
             let seed = blake3::hash(&((f * PER_FILE + b) as u64).to_le_bytes());
             for (i, chunk) in blob.chunks_mut(32).enumerate() {
                 chunk.copy_from_slice(blake3::keyed_hash(seed.as_bytes(), &[i as u8]).as_bytes());
             }
-            content.push(saver.submit(blob.to_vec(), BlobType::Data)?);
+            batch.push(blob.to_vec());
         }
+        let saved = saver.submit(batch, BlobType::Data)?.recv().expect("saver replies")?;
         let mut node = Node::new(format!("f{f:07}").as_bytes(), NodeKind::File);
-        node.content =
-            content.into_iter().map(|t| t.recv().expect("saver replies").map(|s| s.id)).collect::<Result<_, _>>()?;
+        node.content = saved.iter().map(|s| s.id).collect();
         node.size = (node.content.len() * blob.len()) as u64;
         node.mode = 0o644;
         files.push(node);

@@ -11,6 +11,10 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+/// Repository bytes per stored blob besides its compressed data: nonce and
+/// tag (40), its pack header entry (42) and its index entry (46).
+const PER_BLOB: usize = 128;
+
 fn chunks(data: &[u8], avg: u32) -> Vec<&[u8]> {
     fastcdc::v2020::FastCDC::new(data, avg / 4, avg, avg * 4).map(|c| &data[c.offset..c.offset + c.length]).collect()
 }
@@ -39,14 +43,14 @@ fn main() {
             let c1 = chunks(&day1, avg_kib * 1024);
             for c in &c1 {
                 if seen.insert(*blake3::hash(c).as_bytes()) {
-                    stored1 += compressor.compress(c).expect("compress").len().min(c.len()) + 40;
+                    stored1 += compressor.compress(c).expect("compress").len().min(c.len()) + PER_BLOB;
                 }
             }
             let cpu = started.elapsed().as_secs_f64();
             let mut added = 0usize;
             for c in chunks(&day2, avg_kib * 1024) {
                 if seen.insert(*blake3::hash(c).as_bytes()) {
-                    added += compressor.compress(c).expect("compress").len().min(c.len()) + 40;
+                    added += compressor.compress(c).expect("compress").len().min(c.len()) + PER_BLOB;
                 }
             }
             let mib = |b: usize| b as f64 / 1048576.0;

@@ -18,7 +18,7 @@ use super::repository::Repository;
 /// Upper bounds of one coalesced read. Small enough that several runs are in
 /// flight at once for parallel decryption, large enough to cut request counts.
 const RUN_MAX_BLOBS: usize = 8;
-const RUN_MAX_BYTES: u64 = 8 << 20;
+const RUN_MAX_BYTES: u64 = 4 << 20;
 
 /// Split `ids` into runs of blobs contiguous in one pack. Each run is a list
 /// of (position in `ids`, id, location).
@@ -57,7 +57,7 @@ pub fn for_each_blob_ordered(
     }
     let threads = threads.max(1);
     // Counted in blobs: at most this many decoded blobs are held or in flight.
-    let window = threads * 2 * RUN_MAX_BLOBS;
+    let window = threads * RUN_MAX_BLOBS;
     std::thread::scope(|s| {
         let (job_tx, job_rx) = bounded::<Vec<(usize, Id, BlobLocation)>>(threads * 2);
         // Room for every outstanding blob (a run may overshoot the window by one

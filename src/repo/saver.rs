@@ -135,7 +135,10 @@ impl BlobSaver {
             progress,
         });
         let (job_tx, job_rx) = bounded::<Job>(threads * 2);
-        let (pack_tx, pack_rx) = bounded::<PackBuilder>(1);
+        // A hand-over, not a queue: a full pack waits for the writer inside
+        // the worker that filled it, so at most three packs are in memory
+        // (one filling, one handed over, one being written).
+        let (pack_tx, pack_rx) = bounded::<PackBuilder>(0);
         let workers = (0..threads)
             .map(|_| {
                 let shared = shared.clone();
