@@ -100,8 +100,10 @@ pub fn for_each_blob_ordered(
                     sink(data)?;
                     next_emit += 1;
                 }
-                if next_emit >= ids.len() {
-                    break;
+                if next_emit == next_submit {
+                    // Everything asked for is written: ask for more (or
+                    // stop) before waiting, or the wait would never end.
+                    continue;
                 }
                 let (seq, res) = res_rx.recv().map_err(|_| Error::Invalid("blob reader stopped".into()))?;
                 held.insert(seq, res?);
@@ -125,13 +127,49 @@ mod tests {
 
     use super::*;
     use crate::repo::archiver::{SnapshotMeta, SnapshotWriter};
-    use crate::repo::backend::MemoryBackend;
+    use crate::repo::backend::{Backend, BackendResult, FileInfo, FileKind, MemoryBackend};
     use crate::repo::crypto::KdfParams;
     use crate::repo::format::snapshot::Source;
     use crate::repo::format::tree::{Node, NodeKind};
     use crate::repo::ops::walk;
     use crate::repo::repository::InitOptions;
     use crate::repo::saver::Progress;
+
+    /// A backend where reading from one offset takes a while.
+    struct SlowReads {
+        inner: Arc<MemoryBackend>,
+        slow_offset: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl Backend for SlowReads {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn create(&self) -> BackendResult<()> {
+            self.inner.create()
+        }
+        fn list(&self, kind: FileKind) -> BackendResult<Vec<FileInfo>> {
+            self.inner.list(kind)
+        }
+        fn read(&self, kind: FileKind, name: &str) -> BackendResult<Vec<u8>> {
+            self.inner.read(kind, name)
+        }
+        fn read_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> BackendResult<Vec<u8>> {
+            if offset == self.slow_offset.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            self.inner.read_range(kind, name, offset, length)
+        }
+        fn size(&self, kind: FileKind, name: &str) -> BackendResult<u64> {
+            self.inner.size(kind, name)
+        }
+        fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> BackendResult<()> {
+            self.inner.write(kind, name, data)
+        }
+        fn delete(&self, kind: FileKind, name: &str) -> BackendResult<()> {
+            self.inner.delete(kind, name)
+        }
+    }
 
     /// Blobs come back whole and in order whatever the sink's pace, with
     /// small chunks (many runs per pack) and repeated chunks.
@@ -183,5 +221,43 @@ mod tests {
             .unwrap();
             assert!(out == data, "threads {threads}");
         }
+        // When every result but the one the writer needs next is in, the
+        // writer then catches up with all it asked for at once: that must
+        // lead to asking for more, not to waiting for nothing. Blobs read
+        // in reverse make runs of one blob; the first one read is slow.
+        let slow_offset = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+        let slow = SlowReads { inner: Arc::new(MemoryBackend::new()), slow_offset: slow_offset.clone() };
+        let slow_repo =
+            Repository::init(Arc::new(slow), b"pw", &InitOptions { kdf, pack_size: 4 << 20, compression_level: 1 })
+                .unwrap();
+        let slow_repo = Arc::new(slow_repo);
+        let mut w = SnapshotWriter::new(slow_repo.clone(), Arc::new(Progress::default())).unwrap();
+        w.add_file(vec![b"f".to_vec()], Node::new(b"f", NodeKind::File), &data[..], "small").unwrap();
+        let meta = SnapshotMeta {
+            time: None,
+            host: None,
+            tags: vec![],
+            source: Source::Stdin { name: "f".into() },
+            extra: serde_json::Value::Null,
+        };
+        let (_, snap) = w.finish(meta).unwrap();
+        let node = walk::find_node(&slow_repo, &snap.tree, &[b"f".to_vec()]).unwrap().unwrap();
+        let mut reversed = node.content.clone();
+        reversed.reverse();
+        reversed.dedup();
+        let first = slow_repo.index().get(&reversed[0]).unwrap().offset as u64;
+        slow_offset.store(first, std::sync::atomic::Ordering::Relaxed);
+        let expected: Vec<u8> = reversed.iter().flat_map(|id| slow_repo.read_blob(id).unwrap()).collect();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let r = for_each_blob_ordered(&slow_repo, &reversed, 2, |d| {
+                out.extend_from_slice(&d);
+                Ok(())
+            });
+            let _ = done_tx.send(r.map(|_| out));
+        });
+        let out = done_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the reader hung").unwrap();
+        assert!(out == expected);
     }
 }
