@@ -171,19 +171,14 @@ mod tests {
         }
     }
 
-    /// Blobs come back whole and in order whatever the sink's pace, with
-    /// small chunks (many runs per pack) and repeated chunks.
-    #[test]
-    fn ordered_reads_with_a_slow_sink() {
+    fn test_repo(backend: Arc<dyn Backend>) -> Arc<Repository> {
         let kdf = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
-        let repo = Arc::new(
-            Repository::init(
-                Arc::new(MemoryBackend::new()),
-                b"pw",
-                &InitOptions { kdf, pack_size: 4 << 20, compression_level: 1 },
-            )
-            .unwrap(),
-        );
+        let opts = InitOptions { kdf, pack_size: 4 << 20, compression_level: 1 };
+        Arc::new(Repository::init(backend, b"pw", &opts).unwrap())
+    }
+
+    /// 7 MB of noise whose last megabyte repeats its first.
+    fn test_data() -> Vec<u8> {
         let mut x = 7u64;
         let mut data: Vec<u8> = (0..6_000_000)
             .map(|_| {
@@ -195,8 +190,13 @@ mod tests {
             .collect();
         let copy = data[..1_000_000].to_vec();
         data.extend_from_slice(&copy);
+        data
+    }
+
+    /// Store `data` as one file in small chunks; its node.
+    fn store_file(repo: &Arc<Repository>, data: &[u8]) -> Node {
         let mut w = SnapshotWriter::new(repo.clone(), Arc::new(Progress::default())).unwrap();
-        w.add_file(vec![b"f".to_vec()], Node::new(b"f", NodeKind::File), &data[..], "small").unwrap();
+        w.add_file(vec![b"f".to_vec()], Node::new(b"f", NodeKind::File), data, "small").unwrap();
         let meta = SnapshotMeta {
             time: None,
             host: None,
@@ -205,7 +205,16 @@ mod tests {
             extra: serde_json::Value::Null,
         };
         let (_, snap) = w.finish(meta).unwrap();
-        let node = walk::find_node(&repo, &snap.tree, &[b"f".to_vec()]).unwrap().unwrap();
+        walk::find_node(repo, &snap.tree, &[b"f".to_vec()]).unwrap().unwrap()
+    }
+
+    /// Blobs come back whole and in order whatever the sink's pace, with
+    /// small chunks (many runs per pack) and repeated chunks.
+    #[test]
+    fn ordered_reads_with_a_slow_sink() {
+        let repo = test_repo(Arc::new(MemoryBackend::new()));
+        let data = test_data();
+        let node = store_file(&repo, &data);
         assert!(node.content.len() > 40, "{}", node.content.len());
         for threads in [1, 2, 4] {
             let mut out = Vec::new();
@@ -221,37 +230,27 @@ mod tests {
             .unwrap();
             assert!(out == data, "threads {threads}");
         }
-        // When every result but the one the writer needs next is in, the
-        // writer then catches up with all it asked for at once: that must
-        // lead to asking for more, not to waiting for nothing. Blobs read
-        // in reverse make runs of one blob; the first one read is slow.
+    }
+
+    /// When every result but the one the writer needs next is in, the
+    /// writer then catches up with all it asked for at once: that must lead
+    /// to asking for more, not to waiting for nothing. Blobs read in
+    /// reverse make runs of one blob; the first one read is slow.
+    #[test]
+    fn ordered_reads_when_the_awaited_blob_comes_last() {
         let slow_offset = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
-        let slow = SlowReads { inner: Arc::new(MemoryBackend::new()), slow_offset: slow_offset.clone() };
-        let slow_repo =
-            Repository::init(Arc::new(slow), b"pw", &InitOptions { kdf, pack_size: 4 << 20, compression_level: 1 })
-                .unwrap();
-        let slow_repo = Arc::new(slow_repo);
-        let mut w = SnapshotWriter::new(slow_repo.clone(), Arc::new(Progress::default())).unwrap();
-        w.add_file(vec![b"f".to_vec()], Node::new(b"f", NodeKind::File), &data[..], "small").unwrap();
-        let meta = SnapshotMeta {
-            time: None,
-            host: None,
-            tags: vec![],
-            source: Source::Stdin { name: "f".into() },
-            extra: serde_json::Value::Null,
-        };
-        let (_, snap) = w.finish(meta).unwrap();
-        let node = walk::find_node(&slow_repo, &snap.tree, &[b"f".to_vec()]).unwrap().unwrap();
+        let repo =
+            test_repo(Arc::new(SlowReads { inner: Arc::new(MemoryBackend::new()), slow_offset: slow_offset.clone() }));
+        let node = store_file(&repo, &test_data());
         let mut reversed = node.content.clone();
         reversed.reverse();
         reversed.dedup();
-        let first = slow_repo.index().get(&reversed[0]).unwrap().offset as u64;
-        slow_offset.store(first, std::sync::atomic::Ordering::Relaxed);
-        let expected: Vec<u8> = reversed.iter().flat_map(|id| slow_repo.read_blob(id).unwrap()).collect();
+        slow_offset.store(repo.index().get(&reversed[0]).unwrap().offset as u64, std::sync::atomic::Ordering::Relaxed);
+        let expected: Vec<u8> = reversed.iter().flat_map(|id| repo.read_blob(id).unwrap()).collect();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut out = Vec::new();
-            let r = for_each_blob_ordered(&slow_repo, &reversed, 2, |d| {
+            let r = for_each_blob_ordered(&repo, &reversed, 2, |d| {
                 out.extend_from_slice(&d);
                 Ok(())
             });

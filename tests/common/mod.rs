@@ -65,6 +65,16 @@ impl Env {
         self.dir.path().join(p)
     }
 
+    /// A directory `name` in the test's folder holding `files`.
+    pub fn tree<D: AsRef<[u8]>>(&self, name: &str, files: &[(&str, D)]) -> PathBuf {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, data) in files {
+            std::fs::write(dir.join(file), data).unwrap();
+        }
+        dir
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_snap"));
         c.args(args)

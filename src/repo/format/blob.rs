@@ -59,7 +59,13 @@ fn blob_ad(blob_type: BlobType, compression: Compression, id: &Id) -> [u8; 42] {
 /// Reusable compression state for one worker thread.
 pub struct BlobEncoder {
     compressor: zstd::bulk::Compressor<'static>,
+    /// Level 1, for judging samples of large blobs quickly.
+    probe: zstd::bulk::Compressor<'static>,
 }
+
+/// Blobs at least this large are sampled before being compressed whole.
+const SAMPLE_FROM: usize = 256 * 1024;
+const SAMPLE_LEN: usize = 16 * 1024;
 
 pub struct EncodedBlob {
     pub compression: Compression,
@@ -68,14 +74,36 @@ pub struct EncodedBlob {
 
 impl BlobEncoder {
     pub fn new(level: i32) -> BlobEncoder {
-        BlobEncoder { compressor: zstd::bulk::Compressor::new(level).expect("valid zstd level") }
+        BlobEncoder {
+            compressor: zstd::bulk::Compressor::new(level).expect("valid zstd level"),
+            probe: zstd::bulk::Compressor::new(1).expect("valid zstd level"),
+        }
+    }
+
+    /// Whether a large blob looks already compressed (media, archives):
+    /// three 16 KiB samples, from its start, middle and end, that level 1
+    /// cannot shrink by 1/32. Compressing 1 MiB of random bytes at level 3
+    /// only to throw the result away costs more than hashing and sealing
+    /// it; the samples cost a twentieth of that.
+    fn looks_incompressible(&mut self, plaintext: &[u8]) -> bool {
+        if plaintext.len() < SAMPLE_FROM {
+            return false;
+        }
+        let last = plaintext.len() - SAMPLE_LEN;
+        [0, last / 2, last].iter().all(|&at| {
+            let sample = &plaintext[at..at + SAMPLE_LEN];
+            self.probe.compress(sample).map_or(true, |c| c.len() + SAMPLE_LEN / 32 >= SAMPLE_LEN)
+        })
     }
 
     /// Compress when that saves at least 1/32 of the size (else store raw:
     /// already-compressed media costs nothing to decode), then seal.
     pub fn encode(&mut self, key: &MasterKey, blob_type: BlobType, id: &Id, plaintext: &[u8]) -> EncodedBlob {
-        let compressed =
-            self.compressor.compress(plaintext).ok().filter(|c| c.len() + plaintext.len() / 32 < plaintext.len());
+        let compressed = if self.looks_incompressible(plaintext) {
+            None
+        } else {
+            self.compressor.compress(plaintext).ok().filter(|c| c.len() + plaintext.len() / 32 < plaintext.len())
+        };
         let (compression, payload): (Compression, &[u8]) = match &compressed {
             Some(c) => (Compression::Zstd, c),
             None => (Compression::None, plaintext),
@@ -112,6 +140,27 @@ pub fn decode_blob(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_media_is_stored_raw_without_a_full_try_and_mixed_blobs_still_compress() {
+        let k = MasterKey::generate();
+        let mut enc = BlobEncoder::new(3);
+        let mut random = vec![0u8; 1 << 20];
+        getrandom::getrandom(&mut random).unwrap();
+        assert!(enc.looks_incompressible(&random));
+        let id = k.blob_id(&random);
+        assert_eq!(enc.encode(&k, BlobType::Data, &id, &random).compression, Compression::None);
+        // Media first, text after: the later samples see the text.
+        let mut mixed = random[..512 << 10].to_vec();
+        mixed.extend_from_slice(&b"row 1\tsome text\n".repeat(40_000));
+        assert!(!enc.looks_incompressible(&mixed));
+        let id = k.blob_id(&mixed);
+        let e = enc.encode(&k, BlobType::Data, &id, &mixed);
+        assert_eq!(e.compression, Compression::Zstd);
+        assert_eq!(decode_blob(&k, BlobType::Data, e.compression, &id, mixed.len() as u32, &e.bytes).unwrap(), mixed);
+        // Small blobs are always tried whole.
+        assert!(!enc.looks_incompressible(&random[..100 << 10]));
+    }
 
     #[test]
     fn round_trip_compressible_and_random() {
