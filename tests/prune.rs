@@ -109,15 +109,19 @@ fn prune_applies_the_policy_and_gives_back_the_space() {
     env.snap(&["prune"]).fails_with(2, "refusing");
 }
 
+/// `src/f00`, `src/f01`, …: `count` files of `size` noise bytes, file `i`
+/// seeded with `seed + i`.
+fn noise_files(env: &Env, count: u64, size: usize, seed: u64) -> std::path::PathBuf {
+    let files: Vec<(String, Vec<u8>)> = (0..count).map(|i| (format!("f{i:02}"), noise(size, seed + i))).collect();
+    let named: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    env.tree("src", &named)
+}
+
 #[test]
 fn partly_used_packs_are_repacked() {
     let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
     // Twenty 400 kB files land in one pack; half of them are then deleted.
-    for i in 0..20u64 {
-        fs::write(src.join(format!("f{i:02}")), noise(400_000, 1000 + i)).unwrap();
-    }
+    let src = noise_files(&env, 20, 400_000, 1000);
     env.create(&[src.to_str().unwrap()]);
     for i in 10..20 {
         fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
@@ -166,11 +170,7 @@ fn forget_and_prune_arguments_are_checked() {
 #[test]
 fn prune_killed_at_any_step_leaves_a_valid_repository() {
     let template = Env::new();
-    let src = template.path("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..12u64 {
-        fs::write(src.join(format!("f{i:02}")), noise(300_000, 50 + i)).unwrap();
-    }
+    let src = noise_files(&template, 12, 300_000, 50);
     template.create(&[src.to_str().unwrap(), "--time", "2026-10-01 10:00:00"]);
     for i in 6..12 {
         fs::remove_file(src.join(format!("f{i:02}"))).unwrap();

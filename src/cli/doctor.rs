@@ -6,13 +6,12 @@ use serde_json::json;
 
 use super::output::{bytes, exit};
 use super::{args, CliError, CliResult, Context};
-use crate::repo::backend::{open_location, Backend, FileKind};
 use crate::repo::format::snapshot::{Snapshot, Source};
 use crate::repo::id::Id;
 use crate::repo::retention::parse_duration;
 use crate::supabase::preflight::{check_database, check_storage, Finding, Status};
 use crate::supabase::project::{load_project, Parts, Project};
-use crate::supabase::settings::{SettingsSource, UrlFlags};
+use crate::supabase::settings::SettingsSource;
 
 /// Snapshots whose sizes say how much room the next backup may need.
 const RECENT_SNAPSHOTS: usize = 10;
@@ -93,8 +92,7 @@ fn project_settings(a: &args::DoctorArgs, parts: Parts) -> (Option<Project>, Vec
     if parts.storage() && !want_storage {
         storage_out.push(Finding::skip("storage api", "no Storage configured (SUPABASE_URL or SUPABASE_STORAGE_URL)"));
     }
-    let flags =
-        UrlFlags { db_url: p.db_url.clone(), supabase_url: p.supabase_url.clone(), storage_url: p.storage_url.clone() };
+    let flags = super::project::url_flags(p);
     let mut project = Project { url: None, db: None, storage: None };
     for (wanted, part, check) in [(want_db, Parts::Db, "database"), (want_storage, Parts::Storage, "storage api")] {
         if !wanted {
@@ -112,9 +110,6 @@ fn project_settings(a: &args::DoctorArgs, parts: Parts) -> (Option<Project>, Vec
             }
         }
     }
-    if project.url.is_none() {
-        project.url = source.get("SUPABASE_URL").ok().flatten().or_else(|| p.supabase_url.clone());
-    }
     let any = project.db.is_some() || project.storage.is_some();
     (any.then_some(project), db_out, storage_out)
 }
@@ -131,28 +126,9 @@ fn repository_checks(ctx: &Context, identity: Option<&str>, max_age_s: u64) -> V
         skip_rest(&mut out, "no repository");
         return out;
     };
-    let backend: Box<dyn Backend> = match open_location(location) {
-        Ok(b) => b,
-        Err(e) => {
-            out.push(Finding::fail("repository", e.to_string(), "correct SNAP_REPOSITORY"));
-            skip_rest(&mut out, "no repository");
-            return out;
-        }
-    };
-    if let Err(e) = backend.read(FileKind::Config, "config") {
-        let (detail, fix) = if e.is_not_found() {
-            (format!("no repository at {location}"), "create one with `snap init`, or correct SNAP_REPOSITORY")
-        } else {
-            (e.to_string(), "check the path, its permissions and the disk")
-        };
-        out.push(Finding::fail("repository", detail, fix));
-        skip_rest(&mut out, "no repository");
-        return out;
-    }
-    let free = backend.free_space();
     let repo = match ctx.open() {
         Ok(r) => r,
-        Err(e) => {
+        Err(e) if e.code == exit::WRONG_PASSWORD || e.code == exit::USAGE => {
             out.push(Finding::pass("repository", location.to_string()));
             let fix = if e.code == exit::WRONG_PASSWORD {
                 "check SNAP_PASSWORD_FILE, SNAP_PASSWORD_COMMAND or SNAP_PASSWORD (the first one set is used)"
@@ -162,6 +138,16 @@ fn repository_checks(ctx: &Context, identity: Option<&str>, max_age_s: u64) -> V
             out.push(Finding::fail("password", e.message, fix));
             out.push(Finding::skip("free space", "the repository cannot be opened"));
             out.push(Finding::skip("newest snapshot", "the repository cannot be opened"));
+            return out;
+        }
+        Err(e) => {
+            let (detail, fix) = if e.code == exit::NO_REPOSITORY {
+                (format!("no repository at {location}"), "create one with `snap init`, or correct SNAP_REPOSITORY")
+            } else {
+                (e.message, "check the path, its permissions and the disk")
+            };
+            out.push(Finding::fail("repository", detail, fix));
+            skip_rest(&mut out, "no repository");
             return out;
         }
     };
@@ -182,7 +168,7 @@ fn repository_checks(ctx: &Context, identity: Option<&str>, max_age_s: u64) -> V
             (None, _) => true,
         })
         .collect();
-    out.push(free_space(free, &ours));
+    out.push(free_space(repo.backend().free_space(), &ours));
     out.push(newest(identity, &ours, max_age_s));
     out
 }

@@ -148,13 +148,19 @@ impl Context<'_> {
     }
 
     pub(crate) fn open(&self) -> Result<Arc<Repository>, CliError> {
+        Ok(self.open_keeping_password()?.0)
+    }
+
+    /// Open the repository; also return the password it was opened with
+    /// (none with `--master-key-file`), for a caller that must store it.
+    pub(crate) fn open_keeping_password(&self) -> Result<(Arc<Repository>, Option<password::Secret>), CliError> {
         let backend = self.backend()?;
-        let repo = match &self.cli.master_key_file {
+        match &self.cli.master_key_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
                 let key = MasterKey::import_text(&text).map_err(CliError::usage)?;
-                Repository::open_with_master_key(backend, key)?
+                Ok((Arc::new(Repository::open_with_master_key(backend, key)?), None))
             }
             None => {
                 // Fail on a missing repository before asking for a password.
@@ -162,10 +168,9 @@ impl Context<'_> {
                     return Err(Error::NoRepository(backend.location()).into());
                 }
                 let pw = password::repository_password()?;
-                Repository::open(backend, &pw)?
+                Ok((Arc::new(Repository::open(backend, &pw)?), Some(pw)))
             }
-        };
-        Ok(Arc::new(repo))
+        }
     }
 
     pub(crate) fn lock(&self, repo: &Repository, kind: LockKind, purpose: &str) -> Result<LockGuard, CliError> {

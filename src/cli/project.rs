@@ -37,7 +37,7 @@ impl From<SupabaseError> for CliError {
     }
 }
 
-fn url_flags(p: &args::ProjectArgs) -> UrlFlags {
+pub(super) fn url_flags(p: &args::ProjectArgs) -> UrlFlags {
     UrlFlags { db_url: p.db_url.clone(), supabase_url: p.supabase_url.clone(), storage_url: p.storage_url.clone() }
 }
 

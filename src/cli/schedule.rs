@@ -16,11 +16,9 @@ use serde_json::json;
 
 use super::args::{ScheduleCommand, ScheduleInstallArgs, ScheduleMode};
 use super::output::exit;
-use super::{password, CliError, CliResult, Context};
-use crate::repo::backend::open_location;
+use super::{CliError, CliResult, Context};
 use crate::repo::ops::forget::saved_policy;
-use crate::repo::repository::Repository;
-use crate::supabase::settings::{SettingsSource, UrlFlags};
+use crate::supabase::settings::SettingsSource;
 
 pub fn cmd_schedule(ctx: &Context, c: &ScheduleCommand) -> CliResult {
     match c {
@@ -209,26 +207,18 @@ fn repository_env(ctx: &Context, prune: bool) -> Result<Vec<(String, String)>, C
         absolute(Path::new(location))?.display().to_string()
     };
     let mut env = vec![("SNAP_REPOSITORY".to_string(), location.clone())];
-    let repo = if let Some(key) = &ctx.cli.master_key_file {
+    let (repo, pw) = ctx.open_keeping_password()?;
+    if let Some(key) = &ctx.cli.master_key_file {
         env.push(("SNAP_MASTER_KEY_FILE".into(), absolute(key)?.display().to_string()));
-        ctx.open()?
-    } else {
-        let backend: std::sync::Arc<dyn crate::repo::backend::Backend> =
-            std::sync::Arc::from(open_location(&location).map_err(crate::repo::Error::from)?);
-        let pw = password::repository_password()?;
-        let repo = Repository::open(backend, &pw)?;
-        if let Ok(file) = std::env::var("SNAP_PASSWORD_FILE") {
-            env.push(("SNAP_PASSWORD_FILE".into(), absolute(Path::new(&file))?.display().to_string()));
-        } else if let Ok(cmd) = std::env::var("SNAP_PASSWORD_COMMAND") {
-            env.push(("SNAP_PASSWORD_COMMAND".into(), cmd));
-        } else {
-            let text = String::from_utf8(pw.to_vec()).map_err(|_| {
-                CliError::usage("the password is not UTF-8: put it in a file and set SNAP_PASSWORD_FILE")
-            })?;
-            env.push(("SNAP_PASSWORD".into(), text));
-        }
-        std::sync::Arc::new(repo)
-    };
+    } else if let Ok(file) = std::env::var("SNAP_PASSWORD_FILE") {
+        env.push(("SNAP_PASSWORD_FILE".into(), absolute(Path::new(&file))?.display().to_string()));
+    } else if let Ok(cmd) = std::env::var("SNAP_PASSWORD_COMMAND") {
+        env.push(("SNAP_PASSWORD_COMMAND".into(), cmd));
+    } else if let Some(pw) = pw {
+        let text = String::from_utf8(pw.to_vec())
+            .map_err(|_| CliError::usage("the password is not UTF-8: put it in a file and set SNAP_PASSWORD_FILE"))?;
+        env.push(("SNAP_PASSWORD".into(), text));
+    }
     if prune && saved_policy(&repo)?.is_none() {
         return Err(CliError::usage(
             "--prune uses the saved retention policy, and none is saved: save one first, e.g. \
@@ -253,8 +243,7 @@ fn repository_env(ctx: &Context, prune: bool) -> Result<Vec<(String, String)>, C
 fn project_env(a: &ScheduleInstallArgs) -> Result<Vec<(String, String)>, CliError> {
     let source = SettingsSource::load(a.project.env_file.as_deref())?;
     let p = &a.project;
-    let flags =
-        UrlFlags { db_url: p.db_url.clone(), supabase_url: p.supabase_url.clone(), storage_url: p.storage_url.clone() };
+    let flags = super::project::url_flags(p);
     for (flag, value) in
         [("--db-url", &flags.db_url), ("--supabase-url", &flags.supabase_url), ("--storage-url", &flags.storage_url)]
     {

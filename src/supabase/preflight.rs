@@ -111,7 +111,13 @@ async fn encryption(client: &tokio_postgres::Client, db: &DbTarget) -> Finding {
     let (ssl, version) = match row {
         Ok(Some(r)) => (r.get::<_, bool>(0), r.get::<_, String>(1)),
         Ok(None) => (false, String::new()),
-        Err(e) => return Finding::warn(name, format!("cannot tell: {}", super::error::pg_message(&e)), "none needed"),
+        Err(e) => {
+            return Finding::warn(
+                name,
+                format!("cannot tell: {}", super::error::pg_message(&e)),
+                "to be sure, add sslmode=require to SUPABASE_DB_URL",
+            )
+        }
     };
     if ssl {
         Finding::pass(name, format!("TLS ({version})"))
