@@ -7,9 +7,14 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "snap", version, about = "Encrypted, deduplicating backups for Supabase projects and files")]
 pub struct Cli {
-    /// Repository location (a local directory)
+    /// Repository location: a local directory, s3:https://ENDPOINT/BUCKET/PREFIX,
+    /// or s3://BUCKET/PREFIX (AWS; credentials from the AWS_* variables or AWS_PROFILE)
     #[arg(short = 'r', long, env = "SNAP_REPOSITORY", global = true)]
     pub repo: Option<String>,
+    /// Do not keep a local copy of a remote repository's index and snapshot
+    /// files (kept under SNAP_CACHE_DIR, XDG_CACHE_HOME/snap or ~/.cache/snap)
+    #[arg(long, env = "SNAP_NO_CACHE", global = true)]
+    pub no_cache: bool,
     /// Machine-readable JSON on standard output
     #[arg(long, global = true)]
     pub json: bool,

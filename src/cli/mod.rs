@@ -115,7 +115,7 @@ pub fn main() -> i32 {
     log::record(level, &format!("{command} {outcome} in {:.2}s", started.elapsed().as_secs_f64()), Some(&facts));
     notifier.finish(command, code, &message, started.elapsed(), &facts);
     if let Some(path) = &cli.metrics_file {
-        let backend = cli.repo.as_deref().and_then(|r| open_location(r).ok());
+        let backend = cli.repo.as_deref().and_then(|r| open_location(r, None).ok());
         if let Err(e) = unattended::write_metrics(path, command, code, started.elapsed(), &facts, backend.as_deref()) {
             log::warn(&format!("cannot write metrics to {}: {e}", path.display()));
         }
@@ -144,7 +144,11 @@ impl Context<'_> {
             .repo
             .as_deref()
             .ok_or_else(|| CliError::usage("no repository given: use --repo or set SNAP_REPOSITORY"))?;
-        Ok(Arc::from(open_location(loc).map_err(Error::from)?))
+        Ok(Arc::from(open_location(loc, self.cache_dir(loc)).map_err(Error::from)?))
+    }
+
+    fn cache_dir(&self, location: &str) -> Option<std::path::PathBuf> {
+        (!self.cli.no_cache).then(|| crate::repo::backend::default_cache_dir(location)).flatten()
     }
 
     pub(crate) fn open(&self) -> Result<Arc<Repository>, CliError> {
@@ -163,9 +167,12 @@ impl Context<'_> {
                 Ok((Arc::new(Repository::open_with_master_key(backend, key)?), None))
             }
             None => {
-                // Fail on a missing repository before asking for a password.
-                if backend.read(crate::repo::backend::FileKind::Config, "config").is_err() {
-                    return Err(Error::NoRepository(backend.location()).into());
+                // Fail on a missing or unreachable repository before asking
+                // for a password.
+                match backend.size(crate::repo::backend::FileKind::Config, "config") {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => return Err(Error::NoRepository(backend.location()).into()),
+                    Err(e) => return Err(Error::from(e).into()),
                 }
                 let pw = password::repository_password()?;
                 Ok((Arc::new(Repository::open(backend, &pw)?), Some(pw)))

@@ -240,10 +240,17 @@ impl Repository {
 
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = self.index().get(id).ok_or(Error::MissingBlob(*id))?;
-        let pack = loc.pack.to_hex();
-        let stored = self.backend.read_range(FileKind::Pack, &pack, loc.offset as u64, loc.length as u64)?;
-        decode_blob(&self.key, loc.blob_type, loc.compression, id, loc.raw_length, &stored)
-            .map_err(|e| Error::format(format!("blob {} in pack {}", id.short(), &pack[..16]), e))
+        let stored = self.read_stored(&loc)?;
+        self.open_stored(id, &loc, &stored)
+    }
+
+    fn read_stored(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        Ok(self.backend.read_range(FileKind::Pack, &loc.pack.to_hex(), loc.offset as u64, loc.length as u64)?)
+    }
+
+    fn open_stored(&self, id: &Id, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
+        decode_blob(&self.key, loc.blob_type, loc.compression, id, loc.raw_length, stored)
+            .map_err(|e| Error::format(format!("blob {} in pack {}", id.short(), &loc.pack.to_hex()[..16]), e))
     }
 
     /// Read blobs that lie back to back in one pack with a single ranged
@@ -272,7 +279,21 @@ impl Repository {
         if loc.blob_type != BlobType::Tree {
             return Err(Error::Invalid(format!("blob {} is not a tree", id.short())));
         }
-        let bytes = self.read_blob(id)?;
+        // Trees of a remote repository are kept, still sealed, in its
+        // metadata cache; a copy is used only if it opens and hashes to `id`.
+        let cached = self.backend.metadata_cache().map(|dir| dir.join("trees").join(id.to_hex()));
+        let from_cache = cached.as_ref().and_then(|p| std::fs::read(p).ok()).and_then(|s| self.open_stored(id, &loc, &s).ok());
+        let bytes = match from_cache {
+            Some(bytes) => bytes,
+            None => {
+                let stored = self.read_stored(&loc)?;
+                let bytes = self.open_stored(id, &loc, &stored)?;
+                if let Some(path) = &cached {
+                    super::backend::store_cache_file(path, &stored);
+                }
+                bytes
+            }
+        };
         Tree::decode(&bytes).map_err(|e| Error::format(format!("tree {}", id.short()), e))
     }
 

@@ -10,7 +10,8 @@
 //! writer seals pack headers, writes packs, and writes an index file every
 //! `INDEX_EVERY` packs and at the end, always after the packs it lists are
 //! durable. Bounded channels keep memory flat: at most
-//! `2 × workers` chunks queued, two open packs, and one full pack in flight.
+//! `2 × workers` chunks queued, two open packs, and one full pack in flight
+//! per concurrent write (`Backend::parallel_writes`).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -276,9 +277,13 @@ fn store(
     }
 }
 
+/// Write packs as they fill, `parallel_writes` at a time (one on a local
+/// disk; several where each write is a network round trip), and an index
+/// file after every `INDEX_EVERY` packs and at the end, each listing only
+/// packs whose write has returned.
 fn writer(shared: &Shared, packs: &Receiver<PackBuilder>) {
     let repo = &shared.repo;
-    let mut pending: Vec<IndexPack> = Vec::new();
+    let pending: Mutex<Vec<IndexPack>> = Mutex::new(Vec::new());
     let flush = |pending: &mut Vec<IndexPack>| {
         if pending.is_empty() || shared.failed() {
             return;
@@ -291,24 +296,34 @@ fn writer(shared: &Shared, packs: &Receiver<PackBuilder>) {
             Err(e) => shared.fail(e),
         }
     };
-    for pack in packs {
-        if shared.failed() {
-            continue;
-        }
-        let (written, len) = match pack.write(repo) {
-            Ok(w) => w,
-            Err(e) => {
-                shared.fail(e);
+    let upload = || {
+        for pack in packs {
+            if shared.failed() {
                 continue;
             }
-        };
-        shared.progress.bytes_added.fetch_add(len, Ordering::Relaxed);
-        repo.index_mut().add_pack(written.id, &written.blobs);
-        pending.push(written);
-        if pending.len() >= INDEX_EVERY || pending.iter().map(|p| p.blobs.len()).sum::<usize>() >= BLOBS_PER_INDEX_FILE
-        {
-            flush(&mut pending);
+            let (written, len) = match pack.write(repo) {
+                Ok(w) => w,
+                Err(e) => {
+                    shared.fail(e);
+                    continue;
+                }
+            };
+            shared.progress.bytes_added.fetch_add(len, Ordering::Relaxed);
+            repo.index_mut().add_pack(written.id, &written.blobs);
+            let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.push(written);
+            if pending.len() >= INDEX_EVERY
+                || pending.iter().map(|p| p.blobs.len()).sum::<usize>() >= BLOBS_PER_INDEX_FILE
+            {
+                flush(&mut pending);
+            }
         }
-    }
-    flush(&mut pending);
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..repo.backend().parallel_writes() {
+            scope.spawn(upload);
+        }
+        upload();
+    });
+    flush(&mut pending.into_inner().unwrap_or_else(|p| p.into_inner()));
 }

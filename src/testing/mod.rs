@@ -2,3 +2,4 @@
 //! for tests and the quickstart demo project (`snap-storage-server`).
 
 pub mod storage_server;
+pub mod s3_server;
