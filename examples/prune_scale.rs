@@ -71,6 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             extra: serde_json::Value::Null,
             lost: Vec::new(),
             original: None,
+            copied_from: None,
         };
         let id: Id = repo.write_snapshot(&snapshot)?;
         println!("snapshot {} day {day}", id.to_hex());

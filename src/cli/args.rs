@@ -73,6 +73,7 @@ impl Command {
             Command::Man => "man",
             Command::Doctor(_) => "doctor",
             Command::Schedule(_) => "schedule",
+            Command::Copy(_) => "copy",
         }
     }
 }
@@ -104,6 +105,9 @@ pub enum Command {
     Stats,
     /// Restore a snapshot's files into a directory
     Restore(Box<RestoreArgs>),
+    /// Copy snapshots into another repository (its own keys and location:
+    /// off-site, S3), without reading the backed-up project again
+    Copy(CopyArgs),
     /// Write one file of a snapshot to standard output
     Dump {
         snapshot: String,
@@ -416,6 +420,10 @@ pub enum KeyCommand {
         kdf_memory: u32,
         #[arg(long)]
         kdf_iterations: Option<u32>,
+        /// A key for a backup host: create, restore and check work; forget,
+        /// prune, repair, key removal and config changes are refused
+        #[arg(long)]
+        append_only: bool,
     },
     /// List the keys
     List,
@@ -430,6 +438,21 @@ pub enum KeyCommand {
     },
     /// Print the master key for a paper copy (keep it safe: it opens the repository)
     Export,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Source repository (default: --repo / SNAP_REPOSITORY); opened with
+    /// SNAP_PASSWORD* or --master-key-file
+    #[arg(long, value_name = "LOCATION")]
+    pub from_repo: Option<String>,
+    /// Destination repository, opened with SNAP_TO_PASSWORD_FILE,
+    /// SNAP_TO_PASSWORD_COMMAND or SNAP_TO_PASSWORD (or asked)
+    #[arg(long, env = "SNAP_TO_REPOSITORY", value_name = "LOCATION")]
+    pub to_repo: String,
+    /// Snapshots to copy (ids or `latest`); all of them when none are given.
+    /// Snapshots the destination already has a copy of are skipped
+    pub snapshots: Vec<String>,
 }
 
 /// Keep rules shared by `forget`, `prune` and `policy set`.

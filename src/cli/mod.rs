@@ -2,6 +2,7 @@
 //! Knows nothing of the repository format.
 
 pub mod args;
+mod copy;
 mod doctor;
 mod files;
 pub mod log;
@@ -58,6 +59,7 @@ impl From<Error> for CliError {
             Error::NoRepository(_) => exit::NO_REPOSITORY,
             Error::WrongPassword | Error::WrongMasterKey => exit::WRONG_PASSWORD,
             Error::Locked(_) => exit::LOCKED,
+            Error::AppendOnly(_) => exit::USAGE,
             Error::SnapshotNotFound(_) | Error::AmbiguousSnapshot(_) | Error::PathNotFound(_) => exit::NOT_FOUND,
             Error::Invalid(_) => exit::USAGE,
             e if e.is_integrity() => exit::INTEGRITY,
@@ -144,7 +146,11 @@ impl Context<'_> {
             .repo
             .as_deref()
             .ok_or_else(|| CliError::usage("no repository given: use --repo or set SNAP_REPOSITORY"))?;
-        Ok(Arc::from(open_location(loc, self.cache_dir(loc)).map_err(Error::from)?))
+        self.backend_at(loc)
+    }
+
+    fn backend_at(&self, location: &str) -> Result<Arc<dyn Backend>, CliError> {
+        Ok(Arc::from(open_location(location, self.cache_dir(location)).map_err(Error::from)?))
     }
 
     fn cache_dir(&self, location: &str) -> Option<std::path::PathBuf> {
@@ -158,7 +164,15 @@ impl Context<'_> {
     /// Open the repository; also return the password it was opened with
     /// (none with `--master-key-file`), for a caller that must store it.
     pub(crate) fn open_keeping_password(&self) -> Result<(Arc<Repository>, Option<password::Secret>), CliError> {
-        let backend = self.backend()?;
+        self.open_backend(self.backend()?)
+    }
+
+    /// Open the repository at `location` as `--repo` would be opened.
+    pub(crate) fn open_at(&self, location: &str) -> Result<Arc<Repository>, CliError> {
+        Ok(self.open_backend(self.backend_at(location)?)?.0)
+    }
+
+    fn open_backend(&self, backend: Arc<dyn Backend>) -> Result<(Arc<Repository>, Option<password::Secret>), CliError> {
         match &self.cli.master_key_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -167,17 +181,20 @@ impl Context<'_> {
                 Ok((Arc::new(Repository::open_with_master_key(backend, key)?), None))
             }
             None => {
-                // Fail on a missing or unreachable repository before asking
-                // for a password.
-                match backend.size(crate::repo::backend::FileKind::Config, "config") {
-                    Ok(_) => {}
-                    Err(e) if e.is_not_found() => return Err(Error::NoRepository(backend.location()).into()),
-                    Err(e) => return Err(Error::from(e).into()),
-                }
-                let pw = password::repository_password()?;
-                Ok((Arc::new(Repository::open(backend, &pw)?), Some(pw)))
+                let (repo, pw) = open_with_password(backend, password::repository_password)?;
+                Ok((repo, Some(pw)))
             }
         }
+    }
+
+    /// Open a second repository (e.g. the destination of `copy`), with the
+    /// password `ask` finds.
+    pub(crate) fn open_other(
+        &self,
+        location: &str,
+        ask: fn() -> Result<password::Secret, CliError>,
+    ) -> Result<Arc<Repository>, CliError> {
+        Ok(open_with_password(self.backend_at(location)?, ask)?.0)
     }
 
     pub(crate) fn lock(&self, repo: &Repository, kind: LockKind, purpose: &str) -> Result<LockGuard, CliError> {
@@ -197,6 +214,20 @@ impl Context<'_> {
             out.note(&format!("snap: {msg}"))
         })?)
     }
+}
+
+fn open_with_password(
+    backend: Arc<dyn Backend>,
+    ask: fn() -> Result<password::Secret, CliError>,
+) -> Result<(Arc<Repository>, password::Secret), CliError> {
+    // Fail on a missing or unreachable repository before asking for a password.
+    match backend.size(crate::repo::backend::FileKind::Config, "config") {
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => return Err(Error::NoRepository(backend.location()).into()),
+        Err(e) => return Err(Error::from(e).into()),
+    }
+    let pw = ask()?;
+    Ok((Arc::new(Repository::open(backend, &pw)?), pw))
 }
 
 fn kdf(memory: u32, iterations: Option<u32>) -> Result<KdfParams, CliError> {
@@ -249,6 +280,7 @@ fn run(ctx: &Context) -> CliResult {
             write_stdout(&page)
         }
         Command::Doctor(a) => doctor::cmd_doctor(ctx, a),
+        Command::Copy(a) => copy::cmd_copy(ctx, a),
         Command::Schedule(c) => schedule::cmd_schedule(ctx, c),
         Command::Unlock { remove_all } => {
             let repo = ctx.open()?;
@@ -671,12 +703,17 @@ fn cmd_repair_snapshots(ctx: &Context, read_data: bool, rewrite: bool) -> CliRes
 fn cmd_key(ctx: &Context, k: &KeyCommand) -> CliResult {
     let repo = ctx.open()?;
     match k {
-        KeyCommand::Add { kdf_memory, kdf_iterations } => {
+        KeyCommand::Add { kdf_memory, kdf_iterations, append_only } => {
+            if !append_only {
+                repo.require_full_access("add a full-access key (add one with --append-only)")?;
+            }
             let params = kdf(*kdf_memory, *kdf_iterations)?;
             let pw = password::new_password(false)?;
-            let name = repo.add_key(&pw, params)?;
+            let name = repo.add_key(&pw, params, *append_only)?;
             if ctx.out.json {
-                ctx.out.json(&json!({"added": name}));
+                ctx.out.json(&json!({"added": name, "append_only": append_only}));
+            } else if *append_only {
+                println!("added append-only key {}: it can back up and restore, never delete", &name[..8]);
             } else {
                 println!("added key {}", &name[..8]);
             }
@@ -688,24 +725,26 @@ fn cmd_key(ctx: &Context, k: &KeyCommand) -> CliResult {
                     .iter()
                     .map(|k| json!({"id": k.name, "current": k.current, "created": k.file.created, "host": k.file.host,
                                     "username": k.file.username, "kdf": k.file.kdf, "memory_kib": k.file.params.memory_kib,
-                                    "iterations": k.file.params.iterations}))
+                                    "iterations": k.file.params.iterations, "append_only": k.file.append_only}))
                     .collect();
                 ctx.out.json(&serde_json::Value::Array(arr));
             } else {
-                println!("  {:<10} {:<19} {:<16} user", "id", "created", "host");
+                println!("  {:<10} {:<19} {:<16} {:<12} user", "id", "created", "host", "access");
                 for k in &keys {
                     println!(
-                        "{} {:<10} {:<19} {:<16} {}",
+                        "{} {:<10} {:<19} {:<16} {:<12} {}",
                         if k.current { '*' } else { ' ' },
                         &k.name[..8],
                         local_time(&k.file.created),
                         k.file.host,
+                        if k.file.append_only { "append-only" } else { "full" },
                         k.file.username
                     );
                 }
             }
         }
         KeyCommand::Remove { id } => {
+            repo.require_full_access("remove keys")?;
             if repo.current_key_name().is_some_and(|c| c.starts_with(id.as_str())) {
                 return Err(CliError::usage(
                     "refusing to remove the key you opened the repository with; use another password",
@@ -723,8 +762,9 @@ fn cmd_key(ctx: &Context, k: &KeyCommand) -> CliResult {
             let Some(old) = repo.current_key_name().map(str::to_string) else {
                 return Err(CliError::usage("opened with the master key: use `snap key add` to set a password"));
             };
+            repo.require_full_access("replace its own key (ask for a new append-only key instead)")?;
             let pw = password::new_password(false)?;
-            let name = repo.add_key(&pw, params)?;
+            let name = repo.add_key(&pw, params, false)?;
             repo.backend().delete(crate::repo::backend::FileKind::Key, &old).map_err(Error::from)?;
             if ctx.out.json {
                 ctx.out.json(&json!({"added": name, "removed": old}));

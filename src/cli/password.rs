@@ -51,6 +51,12 @@ pub fn repository_password() -> Result<Secret, CliError> {
     lookup("SNAP_PASSWORD", "Repository password: ")
 }
 
+/// The password of the destination of `snap copy`: `SNAP_TO_PASSWORD_FILE`,
+/// `SNAP_TO_PASSWORD_COMMAND`, `SNAP_TO_PASSWORD`, or asked.
+pub fn destination_password() -> Result<Secret, CliError> {
+    lookup("SNAP_TO_PASSWORD", "Destination repository password: ")
+}
+
 fn lookup(prefix: &str, label: &str) -> Result<Secret, CliError> {
     let file_var = format!("{prefix}_FILE");
     let cmd_var = format!("{prefix}_COMMAND");

@@ -230,7 +230,13 @@ impl SnapshotWriter {
 
     /// Close every tree, wait for all data to be durable, then write the
     /// snapshot file.
-    pub fn finish(mut self, meta: SnapshotMeta) -> Result<(Id, Snapshot)> {
+    pub fn finish(self, meta: SnapshotMeta) -> Result<(Id, Snapshot)> {
+        self.finish_with(meta, |_| {})
+    }
+
+    /// `finish`, letting the caller set fields `SnapshotMeta` has no room
+    /// for (a copy keeps its original's user and records where it came from).
+    pub fn finish_with(mut self, meta: SnapshotMeta, adjust: impl FnOnce(&mut Snapshot)) -> Result<(Id, Snapshot)> {
         let built = self.join_builder();
         let saver = Arc::try_unwrap(self.content.take().expect("saver present").saver)
             .map_err(|_| Error::Invalid("blob saver still shared".into()))?;
@@ -258,8 +264,10 @@ impl SnapshotWriter {
             extra: meta.extra,
             lost: Vec::new(),
             original: None,
+            copied_from: None,
         };
         snapshot.summary.duration_s = (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        adjust(&mut snapshot);
         super::failpoint::hit("create-before-snapshot");
         let id = self.repo.write_snapshot(&snapshot)?;
         Ok((id, snapshot))

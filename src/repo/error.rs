@@ -37,6 +37,8 @@ pub enum Error {
     Invalid(String),
     #[error("{0}")]
     SourceFailed(String),
+    #[error("refused: the repository was opened with an append-only key, which cannot {0}; use a full-access key")]
+    AppendOnly(String),
 }
 
 impl Error {

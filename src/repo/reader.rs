@@ -117,6 +117,49 @@ pub fn for_each_blob_ordered(
     })
 }
 
+/// A file's contents as a `Read`: blobs are fetched and opened ahead of the
+/// reader by `for_each_blob_ordered` on a thread of its own, a few at a time.
+pub struct BlobStream {
+    blobs: crossbeam_channel::Receiver<Vec<u8>>,
+    current: std::io::Cursor<Vec<u8>>,
+    worker: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl BlobStream {
+    pub fn open(repo: std::sync::Arc<Repository>, ids: Vec<Id>, threads: usize) -> BlobStream {
+        let (tx, rx) = bounded::<Vec<u8>>(threads.max(1) * 2);
+        let worker = std::thread::spawn(move || {
+            for_each_blob_ordered(&repo, &ids, threads, |blob| {
+                tx.send(blob).map_err(|_| Error::Invalid("blob stream closed by its reader".into()))
+            })
+        });
+        BlobStream { blobs: rx, current: std::io::Cursor::new(Vec::new()), worker: Some(worker) }
+    }
+}
+
+impl std::io::Read for BlobStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            match self.blobs.recv() {
+                Ok(blob) => self.current = std::io::Cursor::new(blob),
+                Err(_) => {
+                    // The worker is done: its end is either the file's end or an error.
+                    let Some(worker) = self.worker.take() else { return Ok(0) };
+                    return match worker.join() {
+                        Ok(Ok(())) => Ok(0),
+                        Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                        Err(_) => Err(std::io::Error::other("blob reader panicked")),
+                    };
+                }
+            }
+        }
+    }
+}
+
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }

@@ -22,6 +22,8 @@ pub struct Repository {
     config: Config,
     /// The key file that opened the repository, if a password did.
     key_name: Option<String>,
+    /// Opened with an append-only key: nothing may be deleted.
+    append_only: bool,
     gear: GearTables,
     index: RwLock<MasterIndex>,
     index_loaded: std::sync::atomic::AtomicBool,
@@ -58,23 +60,32 @@ impl Repository {
             other => other.into(),
         })?;
         let key = MasterKey::generate();
-        let keyfile = KeyFile::create(&key, password, opts.kdf, &sysinfo::hostname(), &sysinfo::username())
+        let keyfile = KeyFile::create(&key, password, opts.kdf, &sysinfo::hostname(), &sysinfo::username(), false)
             .map_err(Error::Invalid)?;
         let bytes = keyfile.encode();
         let key_name = Id::of_bytes(&bytes).to_hex();
         // Key first, config last: a repository is visible only once it can be opened.
         backend.write(FileKind::Key, &key_name, &bytes)?;
         backend.write(FileKind::Config, "config", &config.seal(&key))?;
-        Ok(Self::assemble(backend, key, config, Some(key_name)))
+        Ok(Self::assemble(backend, key, config, Some(key_name), false))
     }
 
-    fn assemble(backend: Arc<dyn Backend>, key: MasterKey, config: Config, key_name: Option<String>) -> Repository {
+    fn assemble(
+        backend: Arc<dyn Backend>,
+        key: MasterKey,
+        config: Config,
+        key_name: Option<String>,
+        append_only: bool,
+    ) -> Repository {
         let gear = GearTables::derive(key.chunker_secret());
+        let backend: Arc<dyn Backend> =
+            if append_only { Arc::new(super::backend::AppendOnlyBackend(backend)) } else { backend };
         Repository {
             backend,
             key,
             config,
             key_name,
+            append_only,
             gear,
             index: RwLock::new(MasterIndex::new()),
             index_loaded: false.into(),
@@ -110,7 +121,7 @@ impl Repository {
                 continue;
             };
             let config = Config::open(&master, &config_bytes).map_err(|e| Error::format("config", e))?;
-            return Ok(Self::assemble(backend, master, config, Some(k.name.clone())));
+            return Ok(Self::assemble(backend, master, config, Some(k.name.clone()), file.append_only));
         }
         if keys.is_empty() || damaged.len() == keys.len() {
             return Err(Error::Invalid(format!(
@@ -125,7 +136,7 @@ impl Repository {
     pub fn open_with_master_key(backend: Arc<dyn Backend>, key: MasterKey) -> Result<Repository> {
         let config_bytes = Self::read_config_bytes(&*backend)?;
         let config = Config::open(&key, &config_bytes).map_err(|_| Error::WrongMasterKey)?;
-        Ok(Self::assemble(backend, key, config, None))
+        Ok(Self::assemble(backend, key, config, None, false))
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -141,6 +152,19 @@ impl Repository {
         self.key_name.as_deref()
     }
 
+    pub fn is_append_only(&self) -> bool {
+        self.append_only
+    }
+
+    /// Refuse, before any work starts, an operation an append-only key may
+    /// not do (`what`: "forget snapshots", "prune", …).
+    pub fn require_full_access(&self, what: &str) -> Result<()> {
+        if self.append_only {
+            return Err(Error::AppendOnly(what.to_string()));
+        }
+        Ok(())
+    }
+
     pub fn chunker(&self, profile: &str) -> Result<Chunker> {
         let params = self
             .config
@@ -152,6 +176,7 @@ impl Repository {
 
     /// Rewrite the config (e.g. a saved retention policy). Same key, same id.
     pub fn save_config(&mut self, config: Config) -> Result<()> {
+        self.require_full_access("change the repository config")?;
         config.validate().map_err(|e| Error::Invalid(e.to_string()))?;
         self.backend.write(FileKind::Config, "config", &config.seal(&self.key))?;
         self.config = config;
@@ -282,7 +307,8 @@ impl Repository {
         // Trees of a remote repository are kept, still sealed, in its
         // metadata cache; a copy is used only if it opens and hashes to `id`.
         let cached = self.backend.metadata_cache().map(|dir| dir.join("trees").join(id.to_hex()));
-        let from_cache = cached.as_ref().and_then(|p| std::fs::read(p).ok()).and_then(|s| self.open_stored(id, &loc, &s).ok());
+        let from_cache =
+            cached.as_ref().and_then(|p| std::fs::read(p).ok()).and_then(|s| self.open_stored(id, &loc, &s).ok());
         let bytes = match from_cache {
             Some(bytes) => bytes,
             None => {
@@ -356,6 +382,7 @@ impl Repository {
     }
 
     pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
+        self.require_full_access("delete snapshots")?;
         Ok(self.backend.delete(FileKind::Snapshot, &id.to_hex())?)
     }
 
@@ -372,8 +399,12 @@ impl Repository {
         Ok(out)
     }
 
-    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
-        let file = KeyFile::create(&self.key, password, kdf, &sysinfo::hostname(), &sysinfo::username())
+    /// Add a key. An append-only key can only add append-only keys.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams, append_only: bool) -> Result<String> {
+        if !append_only {
+            self.require_full_access("add a full-access key")?;
+        }
+        let file = KeyFile::create(&self.key, password, kdf, &sysinfo::hostname(), &sysinfo::username(), append_only)
             .map_err(Error::Invalid)?;
         let bytes = file.encode();
         let name = Id::of_bytes(&bytes).to_hex();
@@ -384,6 +415,7 @@ impl Repository {
     /// Remove a key by name or unique prefix. The last key is never removed:
     /// without any, only the exported master key could open the repository.
     pub fn remove_key(&self, spec: &str) -> Result<String> {
+        self.require_full_access("remove keys")?;
         let keys = self.list_keys()?;
         let matches: Vec<&KeyListing> = keys.iter().filter(|k| k.name.starts_with(spec)).collect();
         let key = match matches.as_slice() {

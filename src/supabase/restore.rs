@@ -173,7 +173,7 @@ pub fn target_summary(project: &Project, handle: &tokio::runtime::Handle) -> Sup
         let client = StorageClient::new(&st.url, &st.service_key).map_err(storage_err)?;
         let mut n = 0;
         for b in handle.block_on(client.list_buckets()).map_err(storage_err)? {
-            if b.kind.as_deref().map_or(true, |k| k == "STANDARD") {
+            if b.kind.as_deref().is_none_or(|k| k == "STANDARD") {
                 n += handle.block_on(client.list_objects(&b.id)).map_err(storage_err)?.len() as u64;
             }
         }

@@ -101,11 +101,13 @@ pub enum Fault {
 }
 
 /// Which requests fail: every `every`-th request whose method is in
-/// `methods` (all methods if empty), cycling through `faults`.
+/// `methods` (all methods if empty) and whose path contains `path` (if
+/// set), cycling through `faults`.
 #[derive(Debug, Clone, Default)]
 pub struct FaultPlan {
     pub every: u64,
     pub methods: Vec<String>,
+    pub path: Option<String>,
     pub faults: Vec<Fault>,
 }
 
@@ -263,7 +265,8 @@ fn serve_connection(state: &ProxyState, conn: TcpStream) -> io::Result<()> {
             let plan = state.plan.lock().unwrap_or_else(|p| p.into_inner());
             let applies = plan.every > 0
                 && !plan.faults.is_empty()
-                && (plan.methods.is_empty() || plan.methods.iter().any(|m| m == &head.method));
+                && (plan.methods.is_empty() || plan.methods.iter().any(|m| m == &head.method))
+                && plan.path.as_ref().is_none_or(|p| head.target.contains(p.as_str()));
             if applies {
                 let n = state.seen.fetch_add(1, Ordering::Relaxed) + 1;
                 (n % plan.every == 0).then(|| plan.faults[((n / plan.every) as usize) % plan.faults.len()])

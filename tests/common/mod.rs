@@ -9,7 +9,10 @@ use std::process::{Command, Output, Stdio};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// A directory, or an `s3:` location.
     pub repo: PathBuf,
+    /// Extra environment for every command (S3 credentials, cache folder).
+    pub vars: Vec<(String, String)>,
 }
 
 pub struct Run {
@@ -51,14 +54,35 @@ impl Env {
     /// so tests stay fast; the default tuning is covered separately).
     pub fn new() -> Env {
         let env = Env::empty();
-        env.snap(&["init", "--kdf-memory", "256", "--kdf-iterations", "1"]).ok();
+        env.init();
         env
     }
 
     pub fn empty() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
-        Env { dir, repo }
+        Env { dir, repo, vars: Vec::new() }
+    }
+
+    /// A fresh directory whose repository lives at `prefix` of `bucket` on
+    /// an S3 server (created uninitialised; call `init` yourself).
+    pub fn on_s3(endpoint: &str, bucket: &str, prefix: &str) -> Env {
+        let mut env = Env::empty();
+        env.repo = PathBuf::from(format!("s3:{endpoint}/{bucket}/{prefix}"));
+        let cache = env.path("cache").display().to_string();
+        for (k, v) in [
+            ("AWS_ACCESS_KEY_ID", "snap-test-key"),
+            ("AWS_SECRET_ACCESS_KEY", "snap-test-secret"),
+            ("AWS_REGION", "us-east-1"),
+            ("SNAP_CACHE_DIR", cache.as_str()),
+        ] {
+            env.vars.push((k.to_string(), v.to_string()));
+        }
+        env
+    }
+
+    pub fn init(&self) {
+        self.snap(&["init", "--kdf-memory", "256", "--kdf-iterations", "1"]).ok();
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -85,6 +109,9 @@ impl Env {
             .env_remove("SNAP_PASSWORD_COMMAND")
             .env_remove("SNAP_MASTER_KEY_FILE")
             .stdin(Stdio::null());
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
         c
     }
 

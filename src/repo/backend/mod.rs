@@ -98,6 +98,65 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// What a repository opened with an append-only key sees: new files may be
+/// written, but nothing but locks may be deleted and the config not
+/// rewritten. A last line behind the engine's own checks, which refuse such
+/// operations before they start.
+pub struct AppendOnlyBackend(pub std::sync::Arc<dyn Backend>);
+
+impl AppendOnlyBackend {
+    fn refuse(what: &str) -> BackendError {
+        BackendError::Unsupported(format!(
+            "refused: the repository was opened with an append-only key, which cannot {what}"
+        ))
+    }
+}
+
+impl Backend for AppendOnlyBackend {
+    fn location(&self) -> String {
+        self.0.location()
+    }
+    fn create(&self) -> BackendResult<()> {
+        self.0.create()
+    }
+    fn list(&self, kind: FileKind) -> BackendResult<Vec<FileInfo>> {
+        self.0.list(kind)
+    }
+    fn read(&self, kind: FileKind, name: &str) -> BackendResult<Vec<u8>> {
+        self.0.read(kind, name)
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> BackendResult<Vec<u8>> {
+        self.0.read_range(kind, name, offset, length)
+    }
+    fn size(&self, kind: FileKind, name: &str) -> BackendResult<u64> {
+        self.0.size(kind, name)
+    }
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> BackendResult<()> {
+        if kind == FileKind::Config {
+            return Err(Self::refuse("change the repository config"));
+        }
+        self.0.write(kind, name, data)
+    }
+    fn delete(&self, kind: FileKind, name: &str) -> BackendResult<()> {
+        if kind != FileKind::Lock {
+            return Err(Self::refuse("delete repository files"));
+        }
+        self.0.delete(kind, name)
+    }
+    fn free_space(&self) -> Option<u64> {
+        self.0.free_space()
+    }
+    fn parallel_writes(&self) -> usize {
+        self.0.parallel_writes()
+    }
+    fn is_remote(&self) -> bool {
+        self.0.is_remote()
+    }
+    fn metadata_cache(&self) -> Option<&std::path::Path> {
+        self.0.metadata_cache()
+    }
+}
+
 /// Open the backend a `--repo` string names: `s3:…` or a local directory.
 /// A remote backend gets a local metadata cache in `cache` (if given).
 pub fn open_location(location: &str, cache: Option<std::path::PathBuf>) -> BackendResult<Box<dyn Backend>> {

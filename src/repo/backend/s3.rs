@@ -80,11 +80,8 @@ impl S3Location {
     }
 
     pub fn display(&self) -> String {
-        let base = if self.aws {
-            format!("s3://{}", self.bucket)
-        } else {
-            format!("s3:{}/{}", self.endpoint, self.bucket)
-        };
+        let base =
+            if self.aws { format!("s3://{}", self.bucket) } else { format!("s3:{}/{}", self.endpoint, self.bucket) };
         if self.prefix.is_empty() {
             base
         } else {
@@ -108,7 +105,8 @@ impl S3Backend {
     /// Build the client. Credentials and region come from the standard
     /// `AWS_*` variables or the shared config/credentials files (`AWS_PROFILE`).
     /// `SNAP_S3_ADDRESSING=path|virtual` overrides the addressing style
-    /// (path style for an explicit endpoint, virtual host for AWS).
+    /// (path style for an explicit endpoint, virtual host for AWS);
+    /// `SNAP_S3_RETRIES` the number of retries of a failed request.
     pub fn open(location: &str) -> BackendResult<S3Backend> {
         Self::build(location, None)
     }
@@ -130,28 +128,32 @@ impl S3Backend {
             Some(r) => r,
             None if loc.aws => {
                 let bucket = loc.bucket.clone();
-                runtime
-                    .block_on(opendal::services::S3::detect_region("https://s3.amazonaws.com", &bucket))
-                    .ok_or_else(|| {
+                runtime.block_on(opendal::services::S3::detect_region("https://s3.amazonaws.com", &bucket)).ok_or_else(
+                    || {
                         BackendError::Unsupported(format!(
                             "could not find the region of bucket {bucket}; set AWS_REGION"
                         ))
-                    })?
+                    },
+                )?
             }
             // Most S3-compatible services accept any region in the signature.
             None => "us-east-1".to_string(),
         };
-        let endpoint =
-            if loc.aws { format!("https://s3.{region}.amazonaws.com") } else { loc.endpoint.clone() };
+        let endpoint = if loc.aws { format!("https://s3.{region}.amazonaws.com") } else { loc.endpoint.clone() };
         let virtual_host = match env("SNAP_S3_ADDRESSING").as_deref() {
             Some("virtual") => true,
             Some("path") => false,
             Some(other) => {
-                return Err(BackendError::Unsupported(format!(
-                    "SNAP_S3_ADDRESSING={other:?}: use path or virtual"
-                )))
+                return Err(BackendError::Unsupported(format!("SNAP_S3_ADDRESSING={other:?}: use path or virtual")))
             }
             None => loc.aws,
+        };
+        // About 25 s of backoff by default before a request is given up.
+        let retries = match env("SNAP_S3_RETRIES") {
+            Some(n) => n
+                .parse::<usize>()
+                .map_err(|_| BackendError::Unsupported(format!("SNAP_S3_RETRIES={n:?} is not a number of retries")))?,
+            None => 7,
         };
         let mut builder = opendal::services::S3::default()
             .bucket(&loc.bucket)
@@ -171,9 +173,9 @@ impl S3Backend {
             // part is retried on its own.
             .layer(
                 RetryLayer::new()
-                    .with_max_times(8)
+                    .with_max_times(retries)
                     .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(20))
+                    .with_max_delay(Duration::from_secs(10))
                     .with_jitter(),
             )
             .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(300)).with_io_timeout(Duration::from_secs(60)))
@@ -319,10 +321,8 @@ impl Backend for S3Backend {
         let (op, k) = (self.op.clone(), key.clone());
         // One copy, so the upload task owns its bytes; cheap beside the network.
         let body = bytes::Bytes::copy_from_slice(data);
-        self.run(async move {
-            op.write_with(&k, body).chunk(PART_SIZE).concurrent(PARTS_IN_FLIGHT).await.map(|_| ())
-        })
-        .map_err(|e| self.err(&key, e))
+        self.run(async move { op.write_with(&k, body).chunk(PART_SIZE).concurrent(PARTS_IN_FLIGHT).await.map(|_| ()) })
+            .map_err(|e| self.err(&key, e))
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> BackendResult<()> {
@@ -362,7 +362,8 @@ mod tests {
         assert_eq!(b.read(FileKind::Pack, &name).unwrap(), big);
         assert_eq!(b.read_range(FileKind::Pack, &name, 9_000_000, 10).unwrap(), &big[9_000_000..9_000_010]);
         // A missing bucket is a clear error, not an empty repository.
-        let missing = S3Backend::open_with_keys(&format!("s3:{}/no-such-bucket/x", server.endpoint()), "k", "s").unwrap();
+        let missing =
+            S3Backend::open_with_keys(&format!("s3:{}/no-such-bucket/x", server.endpoint()), "k", "s").unwrap();
         let e = Backend::list(&missing, FileKind::Snapshot).unwrap_err().to_string();
         assert!(e.contains("NoSuchBucket"), "{e}");
     }

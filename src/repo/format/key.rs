@@ -13,6 +13,9 @@ use super::super::crypto::{open_with, seal_with, KdfParams, MasterKey};
 use super::{malformed, FormatError};
 
 const KEY_AD: &[u8] = b"SNAPKEY1";
+/// Append-only keys seal under other associated data, so editing the flag
+/// out of a key file makes it stop opening rather than grant full access.
+const KEY_AD_APPEND_ONLY: &[u8] = b"SNAPKEY1:append-only";
 pub const KEY_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +29,9 @@ pub struct KeyFile {
     pub params: KdfParams,
     pub salt: String,
     pub wrapped: String,
+    /// A key for a backup host: `create` works, nothing can be deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_only: bool,
 }
 
 impl KeyFile {
@@ -35,11 +41,12 @@ impl KeyFile {
         params: KdfParams,
         host: &str,
         username: &str,
+        append_only: bool,
     ) -> Result<KeyFile, String> {
         let mut salt = [0u8; 16];
         getrandom::getrandom(&mut salt).expect("operating system random source failed");
         let kek = params.derive(password, &salt)?;
-        let wrapped = seal_with(&kek, KEY_AD, master.secret());
+        let wrapped = seal_with(&kek, Self::associated(append_only), master.secret());
         Ok(KeyFile {
             version: KEY_VERSION,
             created: Utc::now(),
@@ -49,7 +56,16 @@ impl KeyFile {
             params,
             salt: B64.encode(salt),
             wrapped: B64.encode(wrapped),
+            append_only,
         })
+    }
+
+    fn associated(append_only: bool) -> &'static [u8] {
+        if append_only {
+            KEY_AD_APPEND_ONLY
+        } else {
+            KEY_AD
+        }
     }
 
     pub fn decode(bytes: &[u8]) -> Result<KeyFile, FormatError> {
@@ -78,7 +94,7 @@ impl KeyFile {
         let salt = B64.decode(&self.salt).map_err(|_| malformed("key file", "salt is not base64"))?;
         let wrapped = B64.decode(&self.wrapped).map_err(|_| malformed("key file", "wrapped key is not base64"))?;
         let kek = self.params.derive(password, &salt).map_err(|e| malformed("key file", e))?;
-        match open_with(&kek, KEY_AD, &wrapped) {
+        match open_with(&kek, Self::associated(self.append_only), &wrapped) {
             Ok(secret) => {
                 let secret: [u8; 32] = secret.try_into().map_err(|_| malformed("key file", "master secret length"))?;
                 Ok(Some(MasterKey::from_secret(secret)))
@@ -96,10 +112,23 @@ mod tests {
     fn wrap_unwrap() {
         let m = MasterKey::generate();
         let p = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
-        let kf = KeyFile::create(&m, b"secret", p, "h", "u").unwrap();
+        let kf = KeyFile::create(&m, b"secret", p, "h", "u", false).unwrap();
         let parsed = KeyFile::decode(&kf.encode()).unwrap();
         assert_eq!(parsed.unwrap_key(b"secret").unwrap().unwrap().secret(), m.secret());
         assert!(parsed.unwrap_key(b"wrong").unwrap().is_none());
         assert!(!String::from_utf8(kf.encode()).unwrap().contains("secret\""));
+        assert!(!String::from_utf8(kf.encode()).unwrap().contains("append_only"));
+    }
+
+    #[test]
+    fn the_append_only_flag_cannot_be_edited_away() {
+        let m = MasterKey::generate();
+        let p = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+        let kf = KeyFile::create(&m, b"pw", p, "h", "u", true).unwrap();
+        let parsed = KeyFile::decode(&kf.encode()).unwrap();
+        assert!(parsed.append_only);
+        assert_eq!(parsed.unwrap_key(b"pw").unwrap().unwrap().secret(), m.secret());
+        let edited = KeyFile { append_only: false, ..parsed };
+        assert!(edited.unwrap_key(b"pw").unwrap().is_none(), "a key with its flag removed must not open");
     }
 }

@@ -75,6 +75,16 @@ pub struct Snapshot {
     /// The snapshot this one was rewritten from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<Id>,
+    /// Set by `copy`: the repository and snapshot this one is a copy of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<CopiedFrom>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiedFrom {
+    /// The source repository's config id.
+    pub repository: Id,
+    pub snapshot: Id,
 }
 
 impl Snapshot {
@@ -119,6 +129,7 @@ mod tests {
             rows in proptest::option::of(any::<u32>()),
             lost in proptest::collection::vec(".{0,12}", 0..3),
             original in proptest::option::of(any::<[u8; 32]>()),
+            copied in proptest::option::of(any::<([u8; 32], [u8; 32])>()),
         ) -> Snapshot {
             Snapshot {
                 version: SNAPSHOT_VERSION,
@@ -131,6 +142,7 @@ mod tests {
                 },
                 extra: rows.map(|r| serde_json::json!({"tables": {"public.t": {"rows": r}}})).unwrap_or_default(),
                 lost, original: original.map(Id),
+                copied_from: copied.map(|(r, s)| CopiedFrom { repository: Id(r), snapshot: Id(s) }),
             }
         }
     }

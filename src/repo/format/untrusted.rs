@@ -29,6 +29,7 @@ pub fn seed_samples() -> Vec<(&'static str, Vec<u8>)> {
         KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 },
         "host",
         "user",
+        false,
     )
     .expect("cheap kdf works");
     let cfg = super::config::Config::new(super::config::DEFAULT_PACK_SIZE, 3);
@@ -83,6 +84,7 @@ pub fn seed_samples() -> Vec<(&'static str, Vec<u8>)> {
         extra: serde_json::json!({"k": [1, 2]}),
         lost: vec![],
         original: None,
+        copied_from: None,
     };
     let lock = super::lock::LockInfo {
         host: "h".into(),

@@ -101,6 +101,9 @@ pub fn plan(repo: &Repository, policy: &Policy, group_by: GroupBy) -> Result<Vec
 
 /// Remove snapshot files.
 pub fn remove(repo: &Repository, ids: &[Id]) -> Result<()> {
+    if !ids.is_empty() {
+        repo.require_full_access("forget snapshots")?;
+    }
     for id in ids {
         repo.delete_snapshot(id)?;
     }

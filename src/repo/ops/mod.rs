@@ -2,6 +2,7 @@
 //! and returns a report for the CLI to render.
 
 pub mod check;
+pub mod copy;
 pub mod create;
 pub mod diff;
 pub mod forget;

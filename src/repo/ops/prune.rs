@@ -189,6 +189,9 @@ pub fn prune(
     take_exclusive: &mut TakeExclusive<'_>,
     note: &mut dyn FnMut(&str),
 ) -> Result<PruneReport> {
+    if !opts.dry_run {
+        repo.require_full_access("prune")?;
+    }
     let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
 
     // ---- Phase 1: plan. ----

@@ -56,6 +56,7 @@ impl IndexWriter {
 }
 
 pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
+    repo.require_full_access("rewrite the index")?;
     let mut report = RepairIndexReport::default();
     let old: Vec<String> = repo.backend().list(FileKind::Index)?.into_iter().map(|f| f.name).collect();
     let mut writer = IndexWriter::default();
@@ -141,6 +142,9 @@ pub fn repair_snapshots(
     progress: &crate::repo::saver::WorkProgress,
 ) -> Result<RepairSnapshotsReport> {
     use std::collections::{HashMap, HashSet};
+    if rewrite {
+        repo.require_full_access("rewrite snapshots")?;
+    }
     let mut report = RepairSnapshotsReport { rewritten: rewrite, ..Default::default() };
     if let Some((name, e)) = repo.load_index_tolerant()?.into_iter().next() {
         return Err(crate::repo::Error::Invalid(format!(

@@ -1,0 +1,237 @@
+//! Copying snapshots into another repository: the off-site half of 3-2-1,
+//! without reading the backed-up source again.
+//!
+//! The two repositories have their own keys, and usually their own chunker
+//! secrets, so blobs cannot be moved as they are: each file is read from the
+//! source and chunked, deduplicated, compressed and sealed by the
+//! destination, exactly as if the destination had backed it up. Identical
+//! streams then cut into identical chunks there too, so a copy deduplicates
+//! against the destination's own backups and earlier copies.
+//!
+//! Re-reading every file of every snapshot would make a daily copy as slow
+//! as a first one. Instead, the newest earlier copy of each source is walked
+//! side by side with its original: a file whose chunk list is unchanged
+//! since then reuses the destination's chunk list without reading anything.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::super::archiver::{display_path, SnapshotMeta, SnapshotWriter};
+use super::super::error::{Error, Result};
+use super::super::format::config::{PROFILE_DEFAULT, PROFILE_SMALL};
+use super::super::format::snapshot::{CopiedFrom, Snapshot};
+use super::super::format::tree::{Node, NodeKind};
+use super::super::id::Id;
+use super::super::reader::BlobStream;
+use super::super::repository::Repository;
+use super::super::saver::Progress;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CopiedSnapshot {
+    pub source: Id,
+    pub copy: Id,
+    /// Files read from the source and chunked again.
+    pub files_read: u64,
+    /// Files whose data the destination already had from an earlier copy.
+    pub files_reused: u64,
+    pub bytes_read: u64,
+    pub bytes_added: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CopyReport {
+    pub copied: Vec<CopiedSnapshot>,
+    /// (source, existing copy) pairs that needed nothing.
+    pub already_present: Vec<(Id, Id)>,
+}
+
+/// A source file's chunk list → the destination's chunk list for the same bytes.
+type Memo = HashMap<blake3::Hash, (Vec<Id>, u64)>;
+
+fn content_key(content: &[Id]) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    for id in content {
+        h.update(&id.0);
+    }
+    h.finalize()
+}
+
+/// Copy `wanted` (source snapshots) from `src` into `dst`, oldest first,
+/// skipping those `dst` already holds a copy of. `progress` counts the
+/// current snapshot's bytes.
+pub fn copy_snapshots(
+    src: &Arc<Repository>,
+    dst: &Arc<Repository>,
+    wanted: &[(Id, Snapshot)],
+    threads: usize,
+    progress: &dyn Fn(&Id, Arc<Progress>),
+) -> Result<CopyReport> {
+    src.load_index()?;
+    dst.load_index()?;
+    let src_repo_id = src.config().id;
+    let (existing, _) = dst.list_snapshots()?;
+    // Source snapshot → its copy, for copies made from this source repository.
+    let copies: HashMap<Id, (Id, Snapshot)> = existing
+        .into_iter()
+        .filter_map(|(id, s)| match s.copied_from {
+            Some(c) if c.repository == src_repo_id => Some((c.snapshot, (id, s))),
+            _ => None,
+        })
+        .collect();
+    let mut wanted = wanted.to_vec();
+    wanted.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+
+    let mut report = CopyReport::default();
+    let mut memo = Memo::new();
+    let mut learned: HashSet<(Id, Id)> = HashSet::new();
+    for (src_id, snap) in &wanted {
+        if let Some((copy_id, _)) = copies.get(src_id) {
+            report.already_present.push((*src_id, *copy_id));
+            continue;
+        }
+        // Learn from the newest earlier copy of the same source, once.
+        let earlier = copies
+            .iter()
+            .filter(|(_, (_, c))| c.host == snap.host && c.source == snap.source && c.time <= snap.time)
+            .max_by_key(|(_, (_, c))| c.time);
+        if let Some((earlier_src, (earlier_copy, copy))) = earlier {
+            if learned.insert((*earlier_src, *earlier_copy)) {
+                if let Ok(original) = src.read_snapshot(earlier_src) {
+                    learn(src, dst, &original.tree, &copy.tree, &mut memo, &mut HashSet::new())?;
+                }
+            }
+        }
+        let stats = Arc::new(Progress::default());
+        progress(src_id, stats.clone());
+        let mut writer = SnapshotWriter::new(dst.clone(), stats.clone())?;
+        let mut counts = (0u64, 0u64);
+        copy_tree(src, dst, &mut writer, &snap.tree, &mut Vec::new(), &memo, threads, &mut counts)?;
+        let meta = SnapshotMeta {
+            time: Some(snap.time),
+            host: Some(snap.host.clone()),
+            tags: snap.tags.clone(),
+            source: snap.source.clone(),
+            extra: snap.extra.clone(),
+        };
+        let (copy_id, copy) = writer.finish_with(meta, |s| {
+            s.username = snap.username.clone();
+            s.lost = snap.lost.clone();
+            s.copied_from = Some(CopiedFrom { repository: src_repo_id, snapshot: *src_id });
+        })?;
+        learn(src, dst, &snap.tree, &copy.tree, &mut memo, &mut HashSet::new())?;
+        learned.insert((*src_id, copy_id));
+        report.copied.push(CopiedSnapshot {
+            source: *src_id,
+            copy: copy_id,
+            files_read: counts.0,
+            files_reused: counts.1,
+            bytes_read: Progress::get(&stats.bytes_read),
+            bytes_added: copy.summary.bytes_added,
+        });
+    }
+    Ok(report)
+}
+
+/// Walk a source tree and its copy together, remembering for each file the
+/// destination's chunk list for the source's.
+fn learn(
+    src: &Repository,
+    dst: &Repository,
+    src_tree: &Id,
+    dst_tree: &Id,
+    memo: &mut Memo,
+    seen: &mut HashSet<(Id, Id)>,
+) -> Result<()> {
+    if !seen.insert((*src_tree, *dst_tree)) {
+        return Ok(());
+    }
+    let theirs = src.read_tree(src_tree)?;
+    let ours = dst.read_tree(dst_tree)?;
+    let by_name: HashMap<Vec<u8>, &Node> = ours.nodes.iter().map(|n| (n.name_bytes(), n)).collect();
+    for s in &theirs.nodes {
+        let Some(d) = by_name.get(&s.name_bytes()) else { continue };
+        match (s.kind, d.kind) {
+            (NodeKind::File, NodeKind::File) if s.size == d.size => {
+                memo.insert(content_key(&s.content), (d.content.clone(), d.size));
+            }
+            (NodeKind::Dir, NodeKind::Dir) => {
+                if let (Some(st), Some(dt)) = (&s.subtree, &d.subtree) {
+                    learn(src, dst, st, dt, memo, seen)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The chunker profile a file was most likely cut with: the small profile
+/// when every chunk but the last fits its maximum. A wrong guess costs only
+/// deduplication, never correctness.
+fn guess_profile(src: &Repository, dst: &Repository, content: &[Id]) -> &'static str {
+    let Some(small) = dst.config().chunker.get(PROFILE_SMALL) else { return PROFILE_DEFAULT };
+    if content.len() < 2 {
+        return PROFILE_DEFAULT;
+    }
+    let index = src.index();
+    let all_small =
+        content[..content.len() - 1].iter().all(|id| index.get(id).is_some_and(|l| l.raw_length <= small.max_size));
+    if all_small {
+        PROFILE_SMALL
+    } else {
+        PROFILE_DEFAULT
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_tree(
+    src: &Arc<Repository>,
+    dst: &Repository,
+    writer: &mut SnapshotWriter,
+    tree: &Id,
+    path: &mut Vec<Vec<u8>>,
+    memo: &Memo,
+    threads: usize,
+    counts: &mut (u64, u64),
+) -> Result<()> {
+    let t = src.read_tree(tree)?;
+    for node in t.nodes {
+        path.push(node.name_bytes());
+        match node.kind {
+            NodeKind::Dir => {
+                let subtree = node.subtree;
+                writer.add_dir(path.clone(), Node { subtree: None, ..node })?;
+                if let Some(sub) = subtree {
+                    copy_tree(src, dst, writer, &sub, path, memo, threads, counts)?;
+                }
+            }
+            NodeKind::Symlink => writer.add_symlink(path.clone(), node)?,
+            NodeKind::File => {
+                let known = memo
+                    .get(&content_key(&node.content))
+                    .filter(|(ids, size)| *size == node.size && ids.iter().all(|id| dst.index().contains(id)));
+                if let Some((ids, _)) = known {
+                    counts.1 += 1;
+                    writer.add_existing(path.clone(), Node { content: ids.clone(), ..node })?;
+                } else {
+                    counts.0 += 1;
+                    let label = display_path(path);
+                    let profile = guess_profile(src, dst, &node.content);
+                    let stream = BlobStream::open(src.clone(), node.content.clone(), threads);
+                    let content = writer.content_saver().save(stream, profile, &label, false)?;
+                    if content.size != node.size {
+                        return Err(Error::Invalid(format!(
+                            "{label}: read {} bytes from the source but the snapshot records {}",
+                            content.size, node.size
+                        )));
+                    }
+                    writer.add_content(path.clone(), Node { content: Vec::new(), ..node }, content)?;
+                }
+            }
+        }
+        path.pop();
+    }
+    Ok(())
+}
