@@ -119,8 +119,8 @@ fn s3_faults_mid_upload_and_download_lose_nothing() {
     proxy.set_plan(FaultPlan {
         every: 3,
         methods: vec!["PUT".into(), "POST".into()],
-        path: None,
         faults: vec![Fault::SlowDown, Fault::DropMidUpload, Fault::InternalError],
+        ..FaultPlan::default()
     });
     let created = env.create(&[src.to_str().unwrap()]);
     assert!(proxy.faults_injected() >= 3, "faults injected: {}", proxy.faults_injected());
@@ -128,8 +128,8 @@ fn s3_faults_mid_upload_and_download_lose_nothing() {
     proxy.set_plan(FaultPlan {
         every: 4,
         methods: vec!["GET".into()],
-        path: None,
         faults: vec![Fault::DropMidDownload, Fault::SlowDown],
+        ..FaultPlan::default()
     });
     env.snap(&["restore", "latest", "--target", env.path("out").to_str().unwrap()]).ok();
     assert_same_tree(&src, &env.path("out/src"));
@@ -141,6 +141,7 @@ fn s3_faults_mid_upload_and_download_lose_nothing() {
         methods: vec!["PUT".into()],
         path: Some("/data/".into()),
         faults: vec![Fault::InternalError],
+        ..FaultPlan::default()
     });
     fs::write(src.join("c.bin"), noise(5_000_000, 2)).unwrap();
     let run = with_env(&env, &["create", src.to_str().unwrap()], &[("SNAP_S3_RETRIES", "2")]);

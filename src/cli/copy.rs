@@ -9,7 +9,7 @@ use super::output::{bytes, exit, ProgressDisplay};
 use super::{password, CliError, CliResult, Context};
 use crate::repo::lock::LockKind;
 use crate::repo::ops::copy;
-use crate::repo::reader::default_threads;
+use crate::repo::reader::read_threads;
 
 pub(super) fn cmd_copy(ctx: &Context, a: &CopyArgs) -> CliResult {
     let from = a
@@ -34,7 +34,7 @@ pub(super) fn cmd_copy(ctx: &Context, a: &CopyArgs) -> CliResult {
     };
     let out = ctx.out;
     let display = std::cell::RefCell::new(None);
-    let report = copy::copy_snapshots(&src, &dst, &wanted, default_threads(), &|id, progress| {
+    let report = copy::copy_snapshots(&src, &dst, &wanted, read_threads(&src), &|id, progress| {
         out.note(&format!("snap: copying snapshot {}", id.short()));
         *display.borrow_mut() = Some(ProgressDisplay::create(out, Arc::clone(&progress)));
     })?;

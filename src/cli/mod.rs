@@ -77,6 +77,14 @@ pub fn main() -> i32 {
         let msg = crate::supabase::settings::redact(&info.to_string());
         eprintln!("snap: internal error (please report): {msg}");
     }));
+    // Storage credentials are never echoed, whichever library's message
+    // might carry them. (Long random strings: hiding them costs nothing,
+    // unlike a password that may be an everyday word.)
+    for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if let Ok(v) = std::env::var(var) {
+            crate::supabase::settings::register_secret(&v);
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -225,6 +225,16 @@ fn repository_env(ctx: &Context, prune: bool) -> Result<Vec<(String, String)>, C
              `snap policy set --keep-daily 7 --keep-weekly 4 --keep-monthly 12`",
         ));
     }
+    // An S3 repository needs its credentials and settings at run time too.
+    // Files named by AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE stay
+    // references; AWS_PROFILE works through them.
+    if location.starts_with("s3:") {
+        for var in S3_VARS {
+            if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+                env.push((var.to_string(), v));
+            }
+        }
+    }
     let cli = ctx.cli;
     for (var, value) in [
         ("SNAP_NOTIFY_URL", cli.notify_url.clone()),
@@ -237,6 +247,20 @@ fn repository_env(ctx: &Context, prune: bool) -> Result<Vec<(String, String)>, C
     }
     Ok(env)
 }
+
+const S3_VARS: [&str; 11] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "SNAP_S3_ADDRESSING",
+    "SNAP_S3_RETRIES",
+    "SNAP_CACHE_DIR",
+];
 
 /// The project's settings as they are set now (flags, environment, env
 /// file). `NAME_FILE` indirections stay indirections, made absolute.

@@ -160,6 +160,21 @@ impl std::io::Read for BlobStream {
     }
 }
 
+/// Threads for reading `repo`: `SNAP_READ_THREADS` if set, else one per
+/// core, or at least 8 where each read waits on a network round trip, so
+/// requests overlap.
+pub fn read_threads(repo: &Repository) -> usize {
+    if let Some(n) = std::env::var("SNAP_READ_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        return n.clamp(1, 64);
+    }
+    let cores = default_threads();
+    if repo.backend().is_remote() {
+        cores.max(8)
+    } else {
+        cores
+    }
+}
+
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }

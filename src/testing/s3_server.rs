@@ -109,6 +109,8 @@ pub struct FaultPlan {
     pub methods: Vec<String>,
     pub path: Option<String>,
     pub faults: Vec<Fault>,
+    /// Added before every forwarded request: a distant service's round trip.
+    pub latency: Duration,
 }
 
 /// An HTTP proxy in front of an S3 server that injects faults and counts
@@ -131,12 +133,17 @@ struct ProxyState {
 
 impl FaultyProxy {
     pub fn start(upstream: &S3TestServer, plan: FaultPlan) -> io::Result<FaultyProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on(0, upstream.port, plan)
+    }
+
+    /// A proxy on `port` (0: any free one) in front of `127.0.0.1:upstream`.
+    pub fn start_on(port: u16, upstream: u16, plan: FaultPlan) -> io::Result<FaultyProxy> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
         let port = listener.local_addr()?.port();
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(ProxyState {
-            upstream: upstream.port,
+            upstream,
             plan: Arc::new(Mutex::new(plan)),
             counts: Arc::default(),
             seen: AtomicU64::new(0),
@@ -261,19 +268,21 @@ fn serve_connection(state: &ProxyState, conn: TcpStream) -> io::Result<()> {
     let mut client_in = BufReader::new(conn);
     while let Some(head) = read_head(&mut client_in)? {
         let mut body = vec![0u8; head.content_length];
-        let fault = {
+        let (fault, latency) = {
             let plan = state.plan.lock().unwrap_or_else(|p| p.into_inner());
             let applies = plan.every > 0
                 && !plan.faults.is_empty()
                 && (plan.methods.is_empty() || plan.methods.iter().any(|m| m == &head.method))
                 && plan.path.as_ref().is_none_or(|p| head.target.contains(p.as_str()));
-            if applies {
+            let fault = if applies {
                 let n = state.seen.fetch_add(1, Ordering::Relaxed) + 1;
                 (n % plan.every == 0).then(|| plan.faults[((n / plan.every) as usize) % plan.faults.len()])
             } else {
                 None
-            }
+            };
+            (fault, plan.latency)
         };
+        std::thread::sleep(latency);
         if fault.is_some() {
             state.injected.fetch_add(1, Ordering::Relaxed);
         }

@@ -16,7 +16,7 @@ use super::super::format::blob::{decode_blob, BlobType};
 use super::super::format::index::{IndexBlob, IndexFile};
 use super::super::format::pack::{read_header, LocatedEntry};
 use super::super::id::Id;
-use super::super::reader::default_threads;
+use super::super::reader::read_threads;
 use super::super::repository::{parse_name, Repository};
 use super::super::saver::WorkProgress;
 
@@ -249,7 +249,7 @@ pub fn read_packs(repo: &Repository, packs: &[(Id, u64)], progress: &WorkProgres
     let queue = std::sync::Mutex::new(packs.iter());
     let out = std::sync::Mutex::new(BTreeMap::new());
     std::thread::scope(|s| {
-        for _ in 0..default_threads() {
+        for _ in 0..read_threads(repo) {
             s.spawn(|| loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next().copied();
                 let Some((id, size)) = next else { return };

@@ -1,8 +1,10 @@
 //! `snap restore` into a directory and `snap dump` of one file.
 //!
 //! Each file is written from its blobs in order, fetched and decrypted in
-//! parallel. A file whose data cannot be read is removed rather than left
-//! half-written, reported, and the restore carries on with the rest.
+//! parallel. On a remote repository several files are written at once, so
+//! small files do not each wait out their own round trips. A file whose
+//! data cannot be read is removed rather than left half-written, reported,
+//! and the restore carries on with the rest.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -18,7 +20,7 @@ use super::super::archiver::display_path;
 use super::super::error::{Error, Result};
 use super::super::format::snapshot::Snapshot;
 use super::super::format::tree::{Node, NodeKind};
-use super::super::reader::{default_threads, for_each_blob_ordered};
+use super::super::reader::{for_each_blob_ordered, read_threads};
 use super::super::repository::Repository;
 use super::super::saver::WorkProgress;
 use super::super::sysinfo;
@@ -101,50 +103,89 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
     if include.is_none() {
         progress.set_total(snapshot.summary.files, snapshot.summary.bytes_read);
     }
-    let threads = default_threads();
+    // Local disks: one file at a time with every reader on it (measured
+    // fastest). Remote: FILES_IN_FLIGHT files, the readers shared out.
+    let files_in_flight = if repo.backend().is_remote() { FILES_IN_FLIGHT } else { 1 };
+    let threads = (read_threads(repo) / files_in_flight).max(2);
     let target = opts.target.clone();
-    let matches = |path: &[Vec<u8>]| -> bool {
-        let Some(set) = &include else { return true };
-        (1..=path.len()).any(|n| set.is_match(display_path(&path[..n])))
+    let done = std::sync::Mutex::new(RestoreReport::default());
+    let (file_tx, file_rx) = crossbeam_channel::bounded::<(PathBuf, Node, String)>(files_in_flight);
+    let write_file = |dest: &Path, node: &Node, label: &str| {
+        let res = restore_file(repo, node, dest, threads, progress);
+        let mut done = done.lock().unwrap_or_else(|p| p.into_inner());
+        match res {
+            Ok(n) => {
+                progress.item_done();
+                done.files += 1;
+                done.bytes += n;
+            }
+            Err(e) => done.errors.push(format!("{label}: {e}")),
+        }
     };
-    // A directory is entered when it or a descendant could match.
-    visit(repo, &snapshot.tree, &mut Vec::new(), &mut |path, node| {
-        let dest = path.iter().fold(target.clone(), |p, c| p.join(std::ffi::OsStr::from_bytes(c)));
-        let selected = matches(path);
-        if node.kind == NodeKind::Dir {
-            if selected {
-                if let Err(e) = fs::create_dir_all(dest.parent().unwrap_or(&target)).and_then(|_| ensure_dir(&dest)) {
+    std::thread::scope(|scope| -> Result<()> {
+        // The walking thread only hands files out when there are workers.
+        let workers = if files_in_flight > 1 { files_in_flight } else { 0 };
+        for _ in 0..workers {
+            let file_rx = file_rx.clone();
+            let write_file = &write_file;
+            scope.spawn(move || {
+                for (dest, node, label) in file_rx {
+                    write_file(&dest, &node, &label);
+                }
+            });
+        }
+        drop(file_rx);
+        let matches = |path: &[Vec<u8>]| -> bool {
+            let Some(set) = &include else { return true };
+            (1..=path.len()).any(|n| set.is_match(display_path(&path[..n])))
+        };
+        // A directory is entered when it or a descendant could match.
+        let walked = visit(repo, &snapshot.tree, &mut Vec::new(), &mut |path, node| {
+            let dest = path.iter().fold(target.clone(), |p, c| p.join(std::ffi::OsStr::from_bytes(c)));
+            let selected = matches(path);
+            if node.kind == NodeKind::Dir {
+                if selected {
+                    if let Err(e) = fs::create_dir_all(dest.parent().unwrap_or(&target)).and_then(|_| ensure_dir(&dest))
+                    {
+                        report.errors.push(format!("{}: {e}", display_path(path)));
+                        return Ok(false);
+                    }
+                    dirs.push((dest, node.clone()));
+                    report.dirs += 1;
+                }
+                return Ok(true);
+            }
+            if !selected {
+                return Ok(false);
+            }
+            if let Some(parent) = dest.parent() {
+                if let Err(e) = fs::create_dir_all(parent) {
                     report.errors.push(format!("{}: {e}", display_path(path)));
                     return Ok(false);
                 }
-                dirs.push((dest, node.clone()));
-                report.dirs += 1;
             }
-            return Ok(true);
-        }
-        if !selected {
-            return Ok(false);
-        }
-        if let Some(parent) = dest.parent() {
-            if let Err(e) = fs::create_dir_all(parent) {
-                report.errors.push(format!("{}: {e}", display_path(path)));
-                return Ok(false);
+            match node.kind {
+                NodeKind::File if files_in_flight > 1 => {
+                    if file_tx.send((dest, node.clone(), display_path(path))).is_err() {
+                        return Err(Error::Invalid("restore workers stopped".into()));
+                    }
+                }
+                NodeKind::File => write_file(&dest, node, &display_path(path)),
+                NodeKind::Symlink => match restore_symlink(node, &dest) {
+                    Ok(()) => report.symlinks += 1,
+                    Err(e) => report.errors.push(format!("{}: {e}", display_path(path))),
+                },
+                NodeKind::Dir => unreachable!(),
             }
-        }
-        let res = match node.kind {
-            NodeKind::File => restore_file(repo, node, &dest, threads, progress).map(|n| {
-                progress.item_done();
-                report.files += 1;
-                report.bytes += n;
-            }),
-            NodeKind::Symlink => restore_symlink(node, &dest).map(|_| report.symlinks += 1),
-            NodeKind::Dir => unreachable!(),
-        };
-        if let Err(e) = res {
-            report.errors.push(format!("{}: {e}", display_path(path)));
-        }
-        Ok(false)
+            Ok(false)
+        });
+        drop(file_tx);
+        walked
     })?;
+    let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.files = done.files;
+    report.bytes = done.bytes;
+    report.errors.extend(done.errors);
     // Directory metadata last (deepest first): writing entries changes mtimes.
     for (path, node) in dirs.iter().rev() {
         let _ = fs::set_permissions(path, fs::Permissions::from_mode(node.mode));
@@ -153,6 +194,9 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
     }
     Ok(report)
 }
+
+/// Files written at once when restoring from a remote repository.
+const FILES_IN_FLIGHT: usize = 4;
 
 /// Restored files are fsynced before restore reports success. Asking the
 /// kernel to start writing every few MiB as the file grows overlaps the
@@ -235,7 +279,7 @@ pub fn dump(repo: &Repository, snapshot: &Snapshot, path: &str, out: &mut dyn Wr
         return Err(Error::PathNotFound(format!("{} is not a file", display_path(&comps))));
     }
     let mut n = 0u64;
-    for_each_blob_ordered(repo, &node.content, default_threads(), |data| {
+    for_each_blob_ordered(repo, &node.content, read_threads(repo), |data| {
         n += data.len() as u64;
         out.write_all(&data).map_err(|e| Error::io("standard output", e))
     })?;
