@@ -285,3 +285,40 @@ fn schema_bucket_and_excluded_table_restores_touch_only_what_was_asked() {
     assert_eq!(storage.request("GET", "/object/authenticated/a/x.txt", &[], b"").1, b"a-x");
     assert_eq!(storage.request("GET", "/object/authenticated/b/y.txt", &[], b"").1, b"changed");
 }
+
+#[test]
+fn project_restores_from_an_off_site_copy_on_s3() {
+    let source = Cluster::supabase_like();
+    let source_storage = StorageServer::start("");
+    source_storage.create_bucket(json!({"name": "docs", "public": false}));
+    let report = common::noise(700_000, 11);
+    source_storage.upload("docs", "2026/report.pdf", &report, "application/pdf", None);
+    let local = Env::new();
+    with_project(&local, &source, Some(&source_storage), &["create", "--json"]).ok();
+    let expected = fingerprint(&source);
+
+    // Copy the project snapshot off-site into an S3 repository with its own password.
+    let s3 = snap::testing::s3_server::S3TestServer::start().expect("start the S3 test server (moto)");
+    s3.create_bucket("offsite").unwrap();
+    let offsite = Env::on_s3(&s3.endpoint(), "offsite", "acme");
+    offsite.init();
+    let mut copy = local.command(&["copy", "--json", "--to-repo", offsite.repo.to_str().unwrap()]);
+    for (k, v) in &offsite.vars {
+        copy.env(k, v);
+    }
+    let copied = common::finish(copy.env("SNAP_TO_PASSWORD", "correct horse").output().unwrap()).ok().json();
+    assert_eq!(copied["copied"].as_array().unwrap().len(), 1, "{copied}");
+
+    // At 3 a.m. the local disk is gone: restore straight from S3.
+    let target = Cluster::fresh_project();
+    let target_storage = StorageServer::start("");
+    let out =
+        with_project(&offsite, &target, Some(&target_storage), &["restore", "latest", "--yes", "--json"]).ok().json();
+    assert_eq!(out["objects_uploaded"], 1, "{out}");
+    assert_same(&expected, &fingerprint(&target));
+    let (status, body) = target_storage.request("GET", "/object/authenticated/docs/2026/report.pdf", &[], b"");
+    assert_eq!(status, 200);
+    assert!(body == report, "object bytes differ");
+    let v = with_project(&offsite, &target, Some(&target_storage), &["verify", "latest", "--json"]).ok().json();
+    assert_eq!(v["differences"], json!([]), "{v}");
+}
