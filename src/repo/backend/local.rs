@@ -62,6 +62,32 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Replace `dest` with `data`, whole or not at all, surviving a crash: a
+/// temporary `.tmp-<random>` file in the same directory (created with
+/// `mode`, if given), fsynced, renamed over `dest`, the directory fsynced.
+pub fn write_durably(dest: &Path, data: &[u8], mode: Option<u32>) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!("{TMP_PREFIX}{}", crate::repo::id::Id::random().short()));
+    let result = (|| -> io::Result<()> {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        if let Some(mode) = mode {
+            options.mode(mode);
+        }
+        let mut f = options.open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, dest)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -177,20 +203,7 @@ impl Backend for LocalBackend {
         if !dir.exists() {
             fs::create_dir_all(&dir).map_err(|e| Self::io_err(&dir, e))?;
         }
-        let tmp = dir.join(format!("{TMP_PREFIX}{}", crate::repo::id::Id::random().short()));
-        let result = (|| -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, &dest)?;
-            sync_dir(&dir)
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(Self::io_err(&dest, e));
-        }
-        Ok(())
+        write_durably(&dest, data, None).map_err(|e| Self::io_err(&dest, e))
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> BackendResult<()> {

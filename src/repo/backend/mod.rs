@@ -14,7 +14,7 @@ mod memory;
 mod s3;
 
 pub use cache::{default_cache_dir, store as store_cache_file, CachedBackend};
-pub use local::LocalBackend;
+pub use local::{write_durably, LocalBackend};
 pub use memory::MemoryBackend;
 pub use s3::{S3Backend, S3Location};
 
