@@ -11,6 +11,34 @@ use super::format::pack::{finish_pack, PackEntry};
 use super::id::Id;
 use super::repository::Repository;
 
+/// Pack buffers, kept for the next pack instead of freed. A pack-sized
+/// buffer freed and allocated again every few hundred milliseconds makes
+/// glibc either map and fault in fresh pages each time or leave a
+/// fragmented heap behind; reusing a few avoids both.
+static SPARE_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// More than the packs a save pipeline holds at once (two filling, one
+/// handed over, up to four being written).
+const SPARE_MAX: usize = 4;
+
+fn take_buffer(capacity: usize) -> Vec<u8> {
+    let spare = SPARE_BUFFERS.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    match spare {
+        Some(mut b) => {
+            b.reserve(capacity);
+            b
+        }
+        None => Vec::with_capacity(capacity),
+    }
+}
+
+fn give_back(mut buffer: Vec<u8>) {
+    buffer.clear();
+    let mut spare = SPARE_BUFFERS.lock().unwrap_or_else(|p| p.into_inner());
+    if spare.len() < SPARE_MAX {
+        spare.push(buffer);
+    }
+}
+
 #[derive(Default)]
 pub struct PackBuilder {
     bytes: Vec<u8>,
@@ -26,7 +54,7 @@ impl PackBuilder {
     /// so appending never reallocates mid-pack.
     pub fn push(&mut self, entry: PackEntry, stored: &[u8], pack_size: usize) {
         if self.bytes.capacity() == 0 {
-            self.bytes.reserve(pack_size + pack_size / 8);
+            self.bytes = take_buffer(pack_size + pack_size / 8);
         }
         self.bytes.extend_from_slice(stored);
         self.entries.push(entry);
@@ -59,7 +87,10 @@ impl PackBuilder {
         }
         let bytes = finish_pack(repo.key(), self.bytes, &self.entries);
         let id = Id::of_bytes(&bytes);
-        repo.backend().write(FileKind::Pack, &id.to_hex(), &bytes)?;
-        Ok((IndexPack { id, blobs }, bytes.len() as u64))
+        let written = repo.backend().write(FileKind::Pack, &id.to_hex(), &bytes);
+        let len = bytes.len() as u64;
+        give_back(bytes);
+        written?;
+        Ok((IndexPack { id, blobs }, len))
     }
 }
