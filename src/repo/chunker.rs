@@ -117,7 +117,7 @@ impl Chunker {
     }
 
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
-        ChunkStream { chunker: self, reader, buf: Vec::new(), pos: 0, eof: false }
+        ChunkStream { chunker: self, reader, buf: Vec::new(), pos: 0, end: 0, eof: false }
     }
 }
 
@@ -126,35 +126,35 @@ impl Chunker {
 pub struct ChunkStream<'a, R> {
     chunker: &'a Chunker,
     reader: R,
+    /// Zeroed once and then reused: `buf[pos..end]` is unconsumed input.
+    /// (Growing and truncating it around every read zero-filled each byte
+    /// before reading it, 7% of a backup's CPU.)
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
     eof: bool,
 }
 
 impl<R: Read> ChunkStream<'_, R> {
     fn fill(&mut self) -> io::Result<()> {
         let max = self.chunker.params.max_size as usize;
-        if self.pos > 0 && self.buf.len() - self.pos < max {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
         // Read in large pieces even for small chunks: fewer reads, and the
         // unconsumed tail is moved to the front once per fill, not per chunk.
         let want = (2 * max).max(1 << 20);
-        while !self.eof && self.buf.len() - self.pos < max {
-            let old = self.buf.len();
-            self.buf.resize(want.max(old + 64 * 1024), 0);
-            match self.reader.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    self.eof = true;
-                }
-                Ok(n) => self.buf.truncate(old + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old),
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        if self.pos > 0 && self.end - self.pos < max {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        while !self.eof && self.end - self.pos < max {
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -168,7 +168,7 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
         if let Err(e) = self.fill() {
             return Some(Err(e));
         }
-        let rest = &self.buf[self.pos..];
+        let rest = &self.buf[self.pos..self.end];
         if rest.is_empty() {
             return None;
         }
