@@ -15,6 +15,16 @@ fn s3_server(bucket: &str) -> S3TestServer {
     server
 }
 
+/// An initialised repository on an S3 server reached through a proxy that
+/// injects faults (none until a plan is set) and counts requests.
+fn repository_behind_proxy(bucket: &str) -> (S3TestServer, FaultyProxy, Env) {
+    let server = s3_server(bucket);
+    let proxy = FaultyProxy::start(&server, FaultPlan::default()).unwrap();
+    let env = Env::on_s3(&proxy.endpoint(), bucket, "repo");
+    env.init();
+    (server, proxy, env)
+}
+
 fn with_env(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Run {
     let mut c = env.command(args);
     for (k, v) in vars {
@@ -109,10 +119,7 @@ fn s3_errors_are_one_line() {
 
 #[test]
 fn s3_faults_mid_upload_and_download_lose_nothing() {
-    let server = s3_server("faults");
-    let proxy = FaultyProxy::start(&server, FaultPlan::default()).unwrap();
-    let env = Env::on_s3(&proxy.endpoint(), "faults", "repo");
-    env.init();
+    let (_server, proxy, env) = repository_behind_proxy("faults");
     // 40 MB of new data: multipart uploads of 16 MiB packs, every third
     // PUT throttled, failed or cut off halfway.
     let src = env.tree("src", &[("a.bin", noise(40_000_000, 1)), ("b.txt", b"text\n".repeat(300_000))]);
@@ -160,10 +167,7 @@ fn s3_faults_mid_upload_and_download_lose_nothing() {
 
 #[test]
 fn metadata_cache_saves_downloads_and_follows_the_repository() {
-    let server = s3_server("cache");
-    let proxy = FaultyProxy::start(&server, FaultPlan::default()).unwrap();
-    let env = Env::on_s3(&proxy.endpoint(), "cache", "repo");
-    env.init();
+    let (_server, proxy, env) = repository_behind_proxy("cache");
     let src = source_tree(&env);
     for _ in 0..3 {
         env.create(&[src.to_str().unwrap()]);

@@ -752,12 +752,6 @@ fn cmd_key(ctx: &Context, k: &KeyCommand) -> CliResult {
             }
         }
         KeyCommand::Remove { id } => {
-            repo.require_full_access("remove keys")?;
-            if repo.current_key_name().is_some_and(|c| c.starts_with(id.as_str())) {
-                return Err(CliError::usage(
-                    "refusing to remove the key you opened the repository with; use another password",
-                ));
-            }
             let name = repo.remove_key(id)?;
             if ctx.out.json {
                 ctx.out.json(&json!({"removed": name}));

@@ -426,6 +426,11 @@ impl Repository {
         if keys.len() == 1 {
             return Err(Error::Invalid("refusing to remove the only key of the repository".into()));
         }
+        if key.current {
+            return Err(Error::Invalid(
+                "refusing to remove the key you opened the repository with; use another password".into(),
+            ));
+        }
         self.backend.delete(FileKind::Key, &key.name)?;
         Ok(key.name.clone())
     }

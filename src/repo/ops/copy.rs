@@ -85,7 +85,8 @@ pub fn copy_snapshots(
 
     let mut report = CopyReport::default();
     let mut memo = Memo::new();
-    let mut learned: HashSet<(Id, Id)> = HashSet::new();
+    // Earlier copies already walked into `memo`.
+    let mut learned: HashSet<Id> = HashSet::new();
     for (src_id, snap) in &wanted {
         if let Some((copy_id, _)) = copies.get(src_id) {
             report.already_present.push((*src_id, *copy_id));
@@ -97,7 +98,7 @@ pub fn copy_snapshots(
             .filter(|(_, (_, c))| c.host == snap.host && c.source == snap.source && c.time <= snap.time)
             .max_by_key(|(_, (_, c))| c.time);
         if let Some((earlier_src, (earlier_copy, copy))) = earlier {
-            if learned.insert((*earlier_src, *earlier_copy)) {
+            if learned.insert(*earlier_copy) {
                 if let Ok(original) = src.read_snapshot(earlier_src) {
                     learn(src, dst, &original.tree, &copy.tree, &mut memo, &mut HashSet::new())?;
                 }
@@ -121,7 +122,6 @@ pub fn copy_snapshots(
             s.copied_from = Some(CopiedFrom { repository: src_repo_id, snapshot: *src_id });
         })?;
         learn(src, dst, &snap.tree, &copy.tree, &mut memo, &mut HashSet::new())?;
-        learned.insert((*src_id, copy_id));
         report.copied.push(CopiedSnapshot {
             source: *src_id,
             copy: copy_id,

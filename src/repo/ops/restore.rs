@@ -103,13 +103,14 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
     if include.is_none() {
         progress.set_total(snapshot.summary.files, snapshot.summary.bytes_read);
     }
-    // Local disks: one file at a time with every reader on it (measured
-    // fastest). Remote: FILES_IN_FLIGHT files, the readers shared out.
-    let files_in_flight = if repo.backend().is_remote() { FILES_IN_FLIGHT } else { 1 };
-    let threads = (read_threads(repo) / files_in_flight).max(2);
+    // Local disks: one file at a time, written by the walking thread with
+    // every reader on it (measured fastest). Remote: FILES_IN_FLIGHT file
+    // workers, the readers shared out.
+    let workers = if repo.backend().is_remote() { FILES_IN_FLIGHT } else { 0 };
+    let threads = (read_threads(repo) / workers.max(1)).max(2);
     let target = opts.target.clone();
     let done = std::sync::Mutex::new(RestoreReport::default());
-    let (file_tx, file_rx) = crossbeam_channel::bounded::<(PathBuf, Node, String)>(files_in_flight);
+    let (file_tx, file_rx) = crossbeam_channel::bounded::<(PathBuf, Node, String)>(workers.max(1));
     let write_file = |dest: &Path, node: &Node, label: &str| {
         let res = restore_file(repo, node, dest, threads, progress);
         let mut done = done.lock().unwrap_or_else(|p| p.into_inner());
@@ -123,8 +124,6 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
         }
     };
     std::thread::scope(|scope| -> Result<()> {
-        // The walking thread only hands files out when there are workers.
-        let workers = if files_in_flight > 1 { files_in_flight } else { 0 };
         for _ in 0..workers {
             let file_rx = file_rx.clone();
             let write_file = &write_file;
@@ -165,7 +164,7 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
                 }
             }
             match node.kind {
-                NodeKind::File if files_in_flight > 1 => {
+                NodeKind::File if workers > 0 => {
                     if file_tx.send((dest, node.clone(), display_path(path))).is_err() {
                         return Err(Error::Invalid("restore workers stopped".into()));
                     }
