@@ -322,3 +322,35 @@ fn project_restores_from_an_off_site_copy_on_s3() {
     let v = with_project(&offsite, &target, Some(&target_storage), &["verify", "latest", "--json"]).ok().json();
     assert_eq!(v["differences"], json!([]), "{v}");
 }
+
+/// Regression: COPY text follows the session's DateStyle, IntervalStyle
+/// and extra_float_digits, which a database or role may set. Written as
+/// `SQL, DMY` and read back under the target's `ISO, MDY`, 4 March became
+/// 3 April, and floats lost digits; the backup now writes ISO dates,
+/// postgres-style intervals and every float digit, whatever the source's
+/// settings.
+#[test]
+fn source_session_styles_do_not_change_restored_values() {
+    let source = Cluster::supabase_like();
+    source.psql_as(
+        "supabase_admin",
+        "CREATE TABLE public.moments (id int PRIMARY KEY, at timestamptz, d date, span interval, x float8);
+         INSERT INTO public.moments VALUES
+           (1, '2024-03-04 05:06:07.123456+00', '2024-03-04', '1 day 02:03:04.5', 0.1::float8 + 0.2::float8),
+           (2, '1999-12-31 23:59:59+00', '2001-02-03', '-3 years 2 mons', 1e-300);
+         ALTER ROLE postgres SET DateStyle = 'SQL, DMY';
+         ALTER ROLE postgres SET IntervalStyle = 'sql_standard';
+         ALTER ROLE postgres SET extra_float_digits = -3;",
+    );
+    let show = "SELECT string_agg(format('%s|%s|%s|%s|%s', id, extract(epoch FROM at), d - date '2000-01-01',
+                  extract(epoch FROM span), float8send(x)), ';' ORDER BY id) FROM public.moments;";
+    let expected = source.psql_as("supabase_admin", show);
+    let env = Env::new();
+    with_project(&env, &source, None, &["create", "--only", "db", "--json"]).ok();
+    let target = Cluster::fresh_project();
+    with_project(&env, &target, None, &["restore", "latest", "--only", "db", "--yes"]).ok();
+    assert_eq!(target.psql_as("supabase_admin", show), expected);
+    // The fingerprints taken at backup match the source under its own settings.
+    let v = with_project(&env, &source, None, &["verify", "latest", "--only", "db", "--json"]).ok().json();
+    assert_eq!(v["differences"], json!([]), "{v}");
+}

@@ -85,6 +85,14 @@ impl ContentSaver {
         Ok(map[profile].clone())
     }
 
+    /// The first of `profiles` this repository's config has (the last
+    /// if none), for callers that prefer a newer profile older
+    /// repositories lack.
+    pub fn first_profile<'p>(&self, profiles: &[&'p str]) -> &'p str {
+        let config = self.repo.config();
+        profiles.iter().find(|p| config.chunker.contains_key(**p)).copied().unwrap_or(profiles[profiles.len() - 1])
+    }
+
     /// Chunk `reader` to its end and submit every chunk. `label` names the
     /// stream in errors. With `hash`, also BLAKE3 the whole stream.
     pub fn save(&self, reader: impl Read, profile: &str, label: &str, hash: bool) -> Result<Content> {

@@ -72,9 +72,6 @@ pub struct Table {
     pub name: String,
     /// Columns COPY writes and reads (not dropped, not generated).
     pub columns: Vec<String>,
-    /// Primary key (or replica identity) columns, to stream rows in a
-    /// stable order so that unchanged rows deduplicate day after day.
-    pub order_by: Vec<String>,
     /// `WHERE` condition of an extension configuration table.
     pub filter: Option<String>,
     pub partition_of: Option<String>,
@@ -89,6 +86,15 @@ impl Table {
         format!("{}.{}", self.schema, self.name)
     }
 }
+
+/// Settings under which COPY text is written, whatever the server's,
+/// database's or role's defaults (as pg_dump sets them): dates in ISO form,
+/// since a `SQL, DMY` style would be read back in the target's day/month
+/// order; intervals in the style every server parses; floats with every
+/// digit. `SET LOCAL`, so they hold for the whole transaction even through
+/// a transaction pooler.
+pub const COPY_TEXT_SETTINGS: &str =
+    "SET LOCAL DateStyle = ISO; SET LOCAL IntervalStyle = postgres; SET LOCAL extra_float_digits = 3";
 
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
@@ -109,11 +115,6 @@ pub async fn data_tables(c: &Client) -> SupabaseResult<Vec<Table>> {
                     ARRAY(SELECT a.attname::text FROM pg_attribute a
                           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
                           ORDER BY a.attnum),
-                    ARRAY(SELECT a.attname::text FROM pg_index i
-                          JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) ON true
-                          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-                          WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)
-                          ORDER BY i.indisprimary DESC, k.ord),
                     ext.member, ext.condition,
                     (SELECT pn.nspname || '.' || pc.relname FROM pg_inherits h
                        JOIN pg_class pc ON pc.oid = h.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
@@ -143,17 +144,14 @@ pub async fn data_tables(c: &Client) -> SupabaseResult<Vec<Table>> {
         if !platform::table_data_wanted(&schema, &name) {
             continue;
         }
-        let mut order_by: Vec<String> = r.get(3);
-        order_by.dedup();
-        let condition: Option<String> = r.get(5);
+        let condition: Option<String> = r.get(4);
         out.push(Table {
             schema,
             name,
             columns: r.get(2),
-            order_by,
             filter: condition.filter(|c| !c.trim().is_empty()),
-            partition_of: r.get(6),
-            readable: r.get(7),
+            partition_of: r.get(5),
+            readable: r.get(6),
         });
     }
     Ok(out)

@@ -212,12 +212,19 @@ impl DbTarget {
 
     /// Open a connection; its driver runs on the current Tokio runtime.
     pub async fn connect(&self) -> SupabaseResult<Client> {
+        Ok(self.connect_with_driver().await?.0)
+    }
+
+    /// Open a connection whose driver task is spawned on the current
+    /// runtime, with its handle: the task ends once the client is dropped
+    /// and the connection has closed.
+    pub async fn connect_with_driver(&self) -> SupabaseResult<(Client, tokio::task::JoinHandle<()>)> {
         let connector = self.connector()?;
         let (client, connection) = self.config().connect(connector).await.map_err(|e| self.connect_error(e))?;
-        tokio::spawn(async move {
+        let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(client)
+        Ok((client, driver))
     }
 
     fn connect_error(&self, e: tokio_postgres::Error) -> SupabaseError {

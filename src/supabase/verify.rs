@@ -74,7 +74,12 @@ async fn verify_database(
 ) -> SupabaseResult<()> {
     let c = db.connect().await?;
     // One snapshot of the live database for every comparison.
-    c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(SupabaseError::db)?;
+    c.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {}",
+        super::catalog::COPY_TEXT_SETTINGS
+    ))
+    .await
+    .map_err(SupabaseError::db)?;
     for t in manifest["tables"].as_array().into_iter().flatten() {
         let (Some(schema), Some(name)) = (t["schema"].as_str(), t["name"].as_str()) else { continue };
         let label = format!("{schema}.{name}");

@@ -15,8 +15,11 @@ pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 /// Chunker profile used when a caller names none.
 pub const PROFILE_DEFAULT: &str = "default";
-/// Smaller chunks for table data and dumps.
+/// Smaller chunks for dumps and other record streams.
 pub const PROFILE_SMALL: &str = "small";
+/// Small chunks cut at line ends, for table data (one row a line).
+/// Repositories made before it existed lack it; writers fall back to `small`.
+pub const PROFILE_LINES: &str = "lines";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -37,6 +40,7 @@ impl Config {
         let mut chunker = BTreeMap::new();
         chunker.insert(PROFILE_DEFAULT.to_string(), ChunkerParams::LARGE);
         chunker.insert(PROFILE_SMALL.to_string(), ChunkerParams::SMALL);
+        chunker.insert(PROFILE_LINES.to_string(), ChunkerParams::LINES);
         Config {
             version: CONFIG_VERSION,
             id: Id::random(),

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::super::archiver::{display_path, SnapshotMeta, SnapshotWriter};
 use super::super::error::{Error, Result};
-use super::super::format::config::{PROFILE_DEFAULT, PROFILE_SMALL};
+use super::super::format::config::{PROFILE_DEFAULT, PROFILE_LINES, PROFILE_SMALL};
 use super::super::format::snapshot::{CopiedFrom, Snapshot};
 use super::super::format::tree::{Node, NodeKind};
 use super::super::id::Id;
@@ -167,22 +167,32 @@ fn learn(
     Ok(())
 }
 
-/// The chunker profile a file was most likely cut with: the small profile
-/// when every chunk but the last fits its maximum. A wrong guess costs only
+/// The chunker profile a file was most likely cut with: a small one when
+/// every chunk but the last fits its maximum, and of those the line
+/// profile when the first chunks all end a line. A wrong guess costs only
 /// deduplication, never correctness.
-fn guess_profile(src: &Repository, dst: &Repository, content: &[Id]) -> &'static str {
-    let Some(small) = dst.config().chunker.get(PROFILE_SMALL) else { return PROFILE_DEFAULT };
+fn guess_profile(src: &Repository, dst: &Repository, content: &[Id]) -> Result<&'static str> {
+    let Some(small) = dst.config().chunker.get(PROFILE_SMALL) else { return Ok(PROFILE_DEFAULT) };
     if content.len() < 2 {
-        return PROFILE_DEFAULT;
+        return Ok(PROFILE_DEFAULT);
     }
-    let index = src.index();
-    let all_small =
-        content[..content.len() - 1].iter().all(|id| index.get(id).is_some_and(|l| l.raw_length <= small.max_size));
-    if all_small {
-        PROFILE_SMALL
-    } else {
-        PROFILE_DEFAULT
+    let all_small = {
+        let index = src.index();
+        content[..content.len() - 1].iter().all(|id| index.get(id).is_some_and(|l| l.raw_length <= small.max_size))
+    };
+    if !all_small {
+        return Ok(PROFILE_DEFAULT);
     }
+    if dst.config().chunker.contains_key(PROFILE_LINES) {
+        let mut ends_lines = true;
+        for id in content[..content.len() - 1].iter().take(4) {
+            ends_lines &= src.read_blob(id)?.last() == Some(&b'\n');
+        }
+        if ends_lines {
+            return Ok(PROFILE_LINES);
+        }
+    }
+    Ok(PROFILE_SMALL)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -218,7 +228,7 @@ fn copy_tree(
                 } else {
                     counts.0 += 1;
                     let label = display_path(path);
-                    let profile = guess_profile(src, dst, &node.content);
+                    let profile = guess_profile(src, dst, &node.content)?;
                     let stream = BlobStream::open(src.clone(), node.content.clone(), threads);
                     let content = writer.content_saver().save(stream, profile, &label, false)?;
                     if content.size != node.size {
