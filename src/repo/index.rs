@@ -5,11 +5,18 @@
 //! small hash map until the next load. Pack ids are interned so each entry
 //! holds a 4-byte pack number instead of a 32-byte id.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use super::format::blob::{BlobType, Compression};
 use super::format::index::{IndexBlob, IndexFile};
 use super::id::Id;
+
+/// The first 8 bytes of an id as a number: comparing these first orders
+/// ids as their bytes do, without a memcmp call for most comparisons.
+fn prefix(id: &Id) -> u64 {
+    u64::from_be_bytes(id.0[..8].try_into().expect("ids are 32 bytes"))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -95,10 +102,63 @@ impl MasterIndex {
     }
 
     fn find(&self, id: &Id) -> Option<&Entry> {
-        match self.sorted.binary_search_by(|e| e.id.cmp(id)) {
-            Ok(i) => Some(&self.sorted[i]),
-            Err(_) => self.recent.get(id),
+        match self.find_sorted(id) {
+            Some(i) => Some(&self.sorted[i]),
+            None => self.recent.get(id),
         }
+    }
+
+    /// Ids are keyed hashes, uniformly spread, so an id's place in the
+    /// sorted vector is close to `prefix / 2^64 × len`: start there and
+    /// gallop outwards, touching a few neighbouring cache lines instead of
+    /// the ~18 far-apart ones of a plain binary search (those misses were
+    /// 11% of a database restore's CPU). Any distribution gives the right
+    /// answer, a skewed one only more steps.
+    fn find_sorted(&self, id: &Id) -> Option<usize> {
+        let s = &self.sorted;
+        if s.is_empty() {
+            return None;
+        }
+        let key = prefix(id);
+        let cmp = |e: &Entry| prefix(&e.id).cmp(&key).then_with(|| e.id.cmp(id));
+        let guess = ((u128::from(key) * s.len() as u128) >> 64) as usize;
+        let (mut lo, mut hi) = (0, s.len());
+        match cmp(&s[guess]) {
+            Ordering::Equal => return Some(guess),
+            Ordering::Less => {
+                lo = guess + 1;
+                let mut step = 1;
+                while guess + step < s.len() {
+                    let probe = guess + step;
+                    match cmp(&s[probe]) {
+                        Ordering::Equal => return Some(probe),
+                        Ordering::Less => lo = probe + 1,
+                        Ordering::Greater => {
+                            hi = probe;
+                            break;
+                        }
+                    }
+                    step *= 2;
+                }
+            }
+            Ordering::Greater => {
+                hi = guess;
+                let mut step = 1;
+                while step <= guess {
+                    let probe = guess - step;
+                    match cmp(&s[probe]) {
+                        Ordering::Equal => return Some(probe),
+                        Ordering::Greater => hi = probe,
+                        Ordering::Less => {
+                            lo = probe + 1;
+                            break;
+                        }
+                    }
+                    step *= 2;
+                }
+            }
+        }
+        s[lo..hi].binary_search_by(cmp).ok().map(|i| lo + i)
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -202,6 +262,45 @@ mod tests {
                 let _ = offset;
             }
             prop_assert!(!idx.contains(&Id([0xEE; 32])) || reference.contains_key(&Id([0xEE; 32])));
+        }
+    }
+
+    proptest! {
+        /// The guessed start assumes uniform ids; skewed ones (here all in a
+        /// narrow band, or sharing long prefixes) must still be found, and
+        /// ids that are absent never are.
+        #[test]
+        fn lookups_are_right_for_skewed_ids(
+            tails in proptest::collection::vec(any::<u16>(), 1..400),
+            band in any::<u8>(),
+            probes in proptest::collection::vec(any::<u16>(), 0..50),
+        ) {
+            let make = |t: u16| {
+                let mut raw = [band; 32];
+                raw[6..8].copy_from_slice(&t.to_be_bytes());
+                raw[31] = (t % 7) as u8;
+                Id(raw)
+            };
+            let present: std::collections::HashSet<Id> = tails.iter().map(|t| make(*t)).collect();
+            let mut file = IndexFile::default();
+            let blobs = tails.iter().enumerate().map(|(i, t)| IndexBlob {
+                blob_type: BlobType::Data, compression: Compression::None, id: make(*t),
+                offset: i as u32, length: 1, raw_length: 1,
+            }).collect();
+            file.packs.push(IndexPack { id: Id([1; 32]), blobs });
+            let mut idx = MasterIndex::new();
+            idx.load_file(&file);
+            idx.seal_loaded();
+            for id in &present {
+                prop_assert!(idx.contains(id));
+            }
+            for p in probes {
+                let id = make(p);
+                prop_assert_eq!(idx.contains(&id), present.contains(&id));
+                let mut other = id;
+                other.0[0] = other.0[0].wrapping_add(1);
+                prop_assert_eq!(idx.contains(&other), present.contains(&other));
+            }
         }
     }
 
