@@ -3,8 +3,9 @@
 //! A coordinator connection opens a repeatable-read transaction and exports
 //! its snapshot; `jobs` worker connections adopt it (`SET TRANSACTION
 //! SNAPSHOT`) and stream one table each at a time with COPY, rows in
-//! physical order as pg_dump reads them (see `SCAN_SETTINGS`); pg_dump children get the same snapshot (`--snapshot`) for
-//! the schema. Roles are global objects outside any snapshot.
+//! physical order as pg_dump reads them (see `SCAN_SETTINGS`); pg_dump
+//! children get the same snapshot (`--snapshot`) for the schema. Roles are
+//! global objects outside any snapshot.
 //!
 //! Streams (each a file in the snapshot under `db/`):
 //! - `roles.sql`: pg_dumpall --roles-only (with passwords when readable)

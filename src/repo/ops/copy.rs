@@ -167,32 +167,33 @@ fn learn(
     Ok(())
 }
 
-/// The chunker profile a file was most likely cut with: a small one when
-/// every chunk but the last fits its maximum, and of those the line
-/// profile when the first chunks all end a line. A wrong guess costs only
-/// deduplication, never correctness.
+/// The chunker profile a file was most likely cut with: the line profile
+/// when every chunk but the last fits its maximum and the first ones all
+/// end a line, else the small profile when they fit its maximum. A wrong
+/// guess costs only deduplication, never correctness.
 fn guess_profile(src: &Repository, dst: &Repository, content: &[Id]) -> Result<&'static str> {
-    let Some(small) = dst.config().chunker.get(PROFILE_SMALL) else { return Ok(PROFILE_DEFAULT) };
     if content.len() < 2 {
         return Ok(PROFILE_DEFAULT);
     }
-    let all_small = {
+    let inner = &content[..content.len() - 1];
+    let largest = {
         let index = src.index();
-        content[..content.len() - 1].iter().all(|id| index.get(id).is_some_and(|l| l.raw_length <= small.max_size))
+        inner.iter().map(|id| index.get(id).map_or(u32::MAX, |l| l.raw_length)).max().unwrap_or(0)
     };
-    if !all_small {
-        return Ok(PROFILE_DEFAULT);
-    }
-    if dst.config().chunker.contains_key(PROFILE_LINES) {
+    let config = dst.config();
+    if config.chunker.get(PROFILE_LINES).is_some_and(|lines| largest <= lines.max_size) {
         let mut ends_lines = true;
-        for id in content[..content.len() - 1].iter().take(4) {
+        for id in inner.iter().take(4) {
             ends_lines &= src.read_blob(id)?.last() == Some(&b'\n');
         }
         if ends_lines {
             return Ok(PROFILE_LINES);
         }
     }
-    Ok(PROFILE_SMALL)
+    if config.chunker.get(PROFILE_SMALL).is_some_and(|small| largest <= small.max_size) {
+        return Ok(PROFILE_SMALL);
+    }
+    Ok(PROFILE_DEFAULT)
 }
 
 #[allow(clippy::too_many_arguments)]
