@@ -403,10 +403,7 @@ impl Drop for Conn<'_> {
 }
 
 fn worker_connection<'a>(shared: &Shared, snapshot: &str) -> SupabaseResult<Conn<'a>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SupabaseError::Database(format!("cannot start a database connection driver: {e}")))?;
+    let runtime = super::current_thread_runtime()?;
     let (client, connection) = runtime.block_on(shared.target.connect_with_driver())?;
     let conn = Conn { client: Some(client), driver: Driver::Own { runtime, connection: Some(connection) } };
     conn.block_on(conn.client().batch_execute(&format!(

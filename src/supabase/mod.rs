@@ -33,3 +33,13 @@ pub fn runtime() -> SupabaseResult<tokio::runtime::Runtime> {
         .build()
         .map_err(|e| SupabaseError::Config(format!("cannot start the async runtime: {e}")))
 }
+
+/// A runtime that only the calling thread drives, for connections whose
+/// messages that thread also consumes (COPY streams): no hand-over between
+/// threads and no wake-up per read.
+pub fn current_thread_runtime() -> SupabaseResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SupabaseError::Config(format!("cannot start the async runtime: {e}")))
+}

@@ -232,10 +232,7 @@ pub fn restore_project(
         ));
     }
     let db_manifest = &snapshot.extra["database"];
-    let driver = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SupabaseError::Config(format!("cannot start the async runtime: {e}")))?;
+    let driver = super::current_thread_runtime()?;
     let restorer = project.db.as_ref().map(|target| Restorer {
         handle,
         driver: &driver,
