@@ -198,6 +198,9 @@ fn print_report(r: &PruneReport, forgotten: usize) {
         r.packs_unused,
         r.packs_unindexed
     );
+    if r.temporaries_removed > 0 {
+        println!("{} temporary file(s) of interrupted runs removed", r.temporaries_removed);
+    }
     if r.packs_rescued > 0 {
         println!("{} pack(s) kept after all: a backup that ran meanwhile uses them", r.packs_rescued);
     }

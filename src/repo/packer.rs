@@ -4,14 +4,15 @@
 //! packs being repacked, still sealed: a blob's seal does not depend on
 //! where it is stored).
 
-use super::backend::FileKind;
+use super::backend::{FileKind, StagedFile};
 use super::error::Result;
 use super::format::index::{IndexBlob, IndexPack};
-use super::format::pack::{finish_pack, PackEntry};
+use super::format::pack::{pack_tail, PackEntry};
 use super::id::Id;
 use super::repository::Repository;
 
-/// Pack buffers, kept for the next pack instead of freed. A pack-sized
+/// Pack buffers (of backends that cannot stage files), kept for the next
+/// pack instead of freed. A pack-sized
 /// buffer freed and allocated again every few hundred milliseconds makes
 /// glibc either map and fault in fresh pages each time or leave a
 /// fragmented heap behind; reusing a few avoids both.
@@ -39,9 +40,23 @@ fn give_back(mut buffer: Vec<u8>) {
     }
 }
 
+/// Where a filling pack's bytes go: a file the backend stages (a local
+/// repository: the page cache holds them, not this process), or memory
+/// to be written whole (object storage).
+#[derive(Default)]
+enum Sink {
+    #[default]
+    Unopened,
+    Staged(Box<dyn StagedFile>),
+    Memory(Vec<u8>),
+}
+
 #[derive(Default)]
 pub struct PackBuilder {
-    bytes: Vec<u8>,
+    sink: Sink,
+    /// The pack is named by the BLAKE3 of its bytes, hashed as they go by.
+    hasher: blake3::Hasher,
+    len: usize,
     entries: Vec<PackEntry>,
 }
 
@@ -50,18 +65,33 @@ impl PackBuilder {
         PackBuilder::default()
     }
 
-    /// Append one sealed blob. The first call reserves room for a full pack
-    /// so appending never reallocates mid-pack.
-    pub fn push(&mut self, entry: PackEntry, stored: &[u8], pack_size: usize) {
-        if self.bytes.capacity() == 0 {
-            self.bytes = take_buffer(pack_size + pack_size / 8);
+    /// Append one sealed blob. The first call opens a staged file, or
+    /// reserves memory for a full pack so appending never reallocates.
+    pub fn push(&mut self, repo: &Repository, entry: PackEntry, stored: &[u8], pack_size: usize) -> Result<()> {
+        if let Sink::Unopened = self.sink {
+            self.sink = match repo.backend().stage(FileKind::Pack)? {
+                Some(staged) => Sink::Staged(staged),
+                None => Sink::Memory(take_buffer(pack_size + pack_size / 8)),
+            };
         }
-        self.bytes.extend_from_slice(stored);
+        self.append(stored)?;
         self.entries.push(entry);
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        match &mut self.sink {
+            Sink::Staged(staged) => staged.append(bytes)?,
+            Sink::Memory(buffer) => buffer.extend_from_slice(bytes),
+            Sink::Unopened => unreachable!("pack sink opened before the first append"),
+        }
+        self.hasher.update(bytes);
+        self.len += bytes.len();
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -71,7 +101,7 @@ impl PackBuilder {
     /// Seal the header, write the pack durably under the hash of its bytes,
     /// and return its index entry and stored size. The caller must make an
     /// index file listing it durable before anything refers to its blobs.
-    pub fn write(self, repo: &Repository) -> Result<(IndexPack, u64)> {
+    pub fn write(mut self, repo: &Repository) -> Result<(IndexPack, u64)> {
         let mut blobs = Vec::with_capacity(self.entries.len());
         let mut offset = 0u32;
         for e in &self.entries {
@@ -85,12 +115,19 @@ impl PackBuilder {
             });
             offset += e.length;
         }
-        let bytes = finish_pack(repo.key(), self.bytes, &self.entries);
-        let id = Id::of_bytes(&bytes);
-        let written = repo.backend().write(FileKind::Pack, &id.to_hex(), &bytes);
-        let len = bytes.len() as u64;
-        give_back(bytes);
-        written?;
+        let tail = pack_tail(repo.key(), &self.entries);
+        self.append(&tail)?;
+        let id = Id(*self.hasher.finalize().as_bytes());
+        let len = self.len as u64;
+        match std::mem::take(&mut self.sink) {
+            Sink::Staged(staged) => staged.commit(&id.to_hex())?,
+            Sink::Memory(bytes) => {
+                let written = repo.backend().write(FileKind::Pack, &id.to_hex(), &bytes);
+                give_back(bytes);
+                written?;
+            }
+            Sink::Unopened => unreachable!("an empty pack is never written"),
+        }
         Ok((IndexPack { id, blobs }, len))
     }
 }

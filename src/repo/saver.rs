@@ -9,9 +9,11 @@
 //! has, compress, seal and append to the open pack of the blob's type. The
 //! writer seals pack headers, writes packs, and writes an index file every
 //! `INDEX_EVERY` packs and at the end, always after the packs it lists are
-//! durable. Bounded channels keep memory flat: at most
-//! `2 × workers` chunks queued, two open packs, and one full pack in flight
-//! per concurrent write (`Backend::parallel_writes`).
+//! durable. Bounded channels keep memory flat: at most `2 × workers`
+//! batches queued. On a local disk the packs fill staged files
+//! (`Backend::stage`) and cost no memory; on object storage two open packs
+//! and one full pack per concurrent write (`Backend::parallel_writes`)
+//! are held in memory.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -267,7 +269,10 @@ fn store(
     };
     let full = {
         let mut open = shared.open[blob_type as usize].lock().unwrap_or_else(|p| p.into_inner());
-        open.push(entry, &encoded.bytes, pack_size);
+        if let Err(e) = open.push(&shared.repo, entry, &encoded.bytes, pack_size) {
+            shared.fail(e);
+            return;
+        }
         (open.len() >= pack_size).then(|| std::mem::take(&mut *open))
     };
     if let Some(full) = full {

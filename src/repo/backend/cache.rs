@@ -12,7 +12,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, BackendResult, FileInfo, FileKind};
+use super::{Backend, BackendResult, FileInfo, FileKind, StagedFile};
 use crate::repo::id::Id;
 
 pub struct CachedBackend {
@@ -128,6 +128,18 @@ impl Backend for CachedBackend {
             let _ = fs::remove_file(self.path(kind, name));
         }
         result
+    }
+
+    fn stage(&self, kind: FileKind) -> BackendResult<Option<Box<dyn StagedFile>>> {
+        // A staged file's bytes never pass through here to be cached.
+        if cacheable(kind) {
+            return Ok(None);
+        }
+        self.inner.stage(kind)
+    }
+
+    fn remove_staged_leftovers(&self) -> BackendResult<u64> {
+        self.inner.remove_staged_leftovers()
     }
 
     fn free_space(&self) -> Option<u64> {

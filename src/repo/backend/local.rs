@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Backend, BackendError, BackendResult, FileInfo, FileKind};
 
+#[derive(Clone)]
 pub struct LocalBackend {
     root: PathBuf,
 }
@@ -88,7 +89,102 @@ pub fn write_durably(dest: &Path, data: &[u8], mode: Option<u32>) -> io::Result<
     result
 }
 
+/// A file being written under a temporary name in the repository's own
+/// directory for its kind (same filesystem, so `commit` is a rename).
+struct LocalStaged {
+    file: io::BufWriter<File>,
+    tmp: PathBuf,
+    backend: LocalBackend,
+    kind: FileKind,
+    committed: bool,
+}
+
+/// Appends are gathered into writes of this size: few system calls, and
+/// little memory per open pack.
+const STAGE_BUFFER: usize = 256 * 1024;
+
+impl super::StagedFile for LocalStaged {
+    fn append(&mut self, bytes: &[u8]) -> BackendResult<()> {
+        self.file.write_all(bytes).map_err(|e| LocalBackend::io_err(&self.tmp, e))
+    }
+
+    fn commit(mut self: Box<Self>, name: &str) -> BackendResult<()> {
+        let dest = self.backend.path(self.kind, name);
+        let dir = dest.parent().expect("repository paths have a parent").to_path_buf();
+        let tmp = self.tmp.clone();
+        let err = |e| LocalBackend::io_err(&tmp, e);
+        self.file.flush().map_err(err)?;
+        self.file.get_ref().sync_all().map_err(err)?;
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(|e| LocalBackend::io_err(&dir, e))?;
+        }
+        fs::rename(&self.tmp, &dest).map_err(|e| LocalBackend::io_err(&dest, e))?;
+        self.committed = true;
+        sync_dir(&dir).map_err(|e| LocalBackend::io_err(&dir, e))
+    }
+}
+
+impl Drop for LocalStaged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl LocalBackend {
+    /// Where files of `kind` are staged before they have a name.
+    fn staging_dir(&self, kind: FileKind) -> PathBuf {
+        match kind {
+            FileKind::Config => self.root.clone(),
+            _ => self.root.join(kind.dir()),
+        }
+    }
+}
+
 impl Backend for LocalBackend {
+    fn stage(&self, kind: FileKind) -> BackendResult<Option<Box<dyn super::StagedFile>>> {
+        let dir = self.staging_dir(kind);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", crate::repo::id::Id::random().short()));
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| Self::io_err(&tmp, e))?;
+        Ok(Some(Box::new(LocalStaged {
+            file: io::BufWriter::with_capacity(STAGE_BUFFER, file),
+            tmp,
+            backend: self.clone(),
+            kind,
+            committed: false,
+        })))
+    }
+
+    fn remove_staged_leftovers(&self) -> BackendResult<u64> {
+        let mut removed = 0;
+        for kind in [FileKind::Config, FileKind::Key, FileKind::Pack, FileKind::Index, FileKind::Snapshot] {
+            let dirs: Vec<PathBuf> = match kind {
+                // Temporaries of `write` sit beside their file, in data/xx/.
+                FileKind::Pack => {
+                    let data = self.root.join("data");
+                    let mut dirs = vec![data.clone()];
+                    if let Ok(subdirs) = fs::read_dir(&data) {
+                        dirs.extend(subdirs.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                    }
+                    dirs
+                }
+                _ => vec![self.staging_dir(kind)],
+            };
+            for dir in dirs {
+                let Ok(entries) = fs::read_dir(&dir) else { continue };
+                for entry in entries.flatten() {
+                    if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                        let path = entry.path();
+                        fs::remove_file(&path).map_err(|e| Self::io_err(&path, e))?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn location(&self) -> String {
         self.root.display().to_string()
     }
@@ -223,5 +319,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = super::LocalBackend::new(dir.path().join("repo"));
         super::super::conformance::run(&b);
+    }
+
+    #[test]
+    fn staged_files_appear_whole_at_commit_and_leave_nothing_otherwise() {
+        use super::super::{Backend, FileKind};
+        let dir = tempfile::tempdir().unwrap();
+        let b = super::LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        let name = "cd".repeat(32);
+
+        let mut staged = b.stage(FileKind::Pack).unwrap().expect("a local repository stages files");
+        staged.append(b"0123").unwrap();
+        staged.append(&vec![7u8; 300_000]).unwrap();
+        assert!(b.list(FileKind::Pack).unwrap().is_empty(), "nothing is listed before commit");
+        staged.commit(&name).unwrap();
+        let bytes = b.read(FileKind::Pack, &name).unwrap();
+        assert_eq!(bytes.len(), 300_004);
+        assert_eq!(&bytes[..4], b"0123");
+        assert_eq!(b.list(FileKind::Pack).unwrap().len(), 1);
+
+        let mut abandoned = b.stage(FileKind::Pack).unwrap().unwrap();
+        abandoned.append(b"half a pack").unwrap();
+        drop(abandoned);
+        let mut crashed = b.stage(FileKind::Pack).unwrap().unwrap();
+        crashed.append(b"a pack whose writer died").unwrap();
+        std::mem::forget(crashed);
+        assert_eq!(b.list(FileKind::Pack).unwrap().len(), 1, "temporaries are never listed");
+        assert_eq!(b.remove_staged_leftovers().unwrap(), 1, "only the crashed writer's file was left");
+        assert_eq!(b.remove_staged_leftovers().unwrap(), 0);
+        let leftovers: Vec<_> = walkdir::WalkDir::new(dir.path())
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(super::TMP_PREFIX))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert_eq!(b.read(FileKind::Pack, &name).unwrap(), bytes);
     }
 }

@@ -67,6 +67,17 @@ impl BackendError {
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
+/// A file written piece by piece whose name is known only once it is
+/// complete (a pack is named by the hash of its bytes). Nothing of it is
+/// visible until `commit`; dropped uncommitted, it leaves nothing behind
+/// (after a crash, at most a temporary file that listing ignores and
+/// [`Backend::remove_staged_leftovers`] removes).
+pub trait StagedFile: Send {
+    fn append(&mut self, bytes: &[u8]) -> BackendResult<()>;
+    /// Make the file durable and visible as `name`, as `write` would.
+    fn commit(self: Box<Self>, name: &str) -> BackendResult<()>;
+}
+
 pub trait Backend: Send + Sync {
     /// Human-readable location, for messages.
     fn location(&self) -> String;
@@ -78,6 +89,17 @@ pub trait Backend: Send + Sync {
     fn size(&self, kind: FileKind, name: &str) -> BackendResult<u64>;
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> BackendResult<()>;
     fn delete(&self, kind: FileKind, name: &str) -> BackendResult<()>;
+    /// Start a file to be written in pieces, where the backend can hold
+    /// it outside memory; `None` tells the caller to buffer the bytes and
+    /// `write` them whole.
+    fn stage(&self, _kind: FileKind) -> BackendResult<Option<Box<dyn StagedFile>>> {
+        Ok(None)
+    }
+    /// Remove what staged files interrupted by a crash left behind; returns
+    /// how many. Only safe while no other process writes the repository.
+    fn remove_staged_leftovers(&self) -> BackendResult<u64> {
+        Ok(0)
+    }
     /// Bytes free for new files, where the storage has such a limit.
     fn free_space(&self) -> Option<u64> {
         None
@@ -142,6 +164,15 @@ impl Backend for AppendOnlyBackend {
             return Err(Self::refuse("delete repository files"));
         }
         self.0.delete(kind, name)
+    }
+    fn stage(&self, kind: FileKind) -> BackendResult<Option<Box<dyn StagedFile>>> {
+        if kind == FileKind::Config {
+            return Err(Self::refuse("change the repository config"));
+        }
+        self.0.stage(kind)
+    }
+    fn remove_staged_leftovers(&self) -> BackendResult<u64> {
+        self.0.remove_staged_leftovers()
     }
     fn free_space(&self) -> Option<u64> {
         self.0.free_space()

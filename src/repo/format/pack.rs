@@ -84,12 +84,19 @@ pub fn decode_header(plaintext: &[u8], blobs_len: Option<u64>) -> Result<Vec<Loc
     Ok(out)
 }
 
+/// What follows the blobs of a pack: its sealed header and the trailer.
+pub fn pack_tail(key: &MasterKey, entries: &[PackEntry]) -> Vec<u8> {
+    let mut tail = seal_file(key, SealedKind::PackHeader, &encode_header(entries));
+    let header_len = tail.len() as u32;
+    tail.extend_from_slice(&header_len.to_le_bytes());
+    tail.extend_from_slice(TRAILER_MAGIC);
+    tail
+}
+
 /// Seal a header and append it with the trailer to the blob bytes.
+#[cfg(test)]
 pub fn finish_pack(key: &MasterKey, mut blobs: Vec<u8>, entries: &[PackEntry]) -> Vec<u8> {
-    let sealed = seal_file(key, SealedKind::PackHeader, &encode_header(entries));
-    blobs.extend_from_slice(&sealed);
-    blobs.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-    blobs.extend_from_slice(TRAILER_MAGIC);
+    blobs.extend_from_slice(&pack_tail(key, entries));
     blobs
 }
 

@@ -81,6 +81,8 @@ pub struct PruneReport {
     pub bytes_after: u64,
     pub index_files_written: usize,
     pub index_files_removed: usize,
+    /// Temporary files of interrupted writes, removed.
+    pub temporaries_removed: u64,
     /// Why phase 2 did not run (the next prune will do it).
     pub deferred: Option<String>,
 }
@@ -359,6 +361,8 @@ pub fn prune(
     };
 
     failpoint::hit("prune-exclusive");
+    // No backup runs now, so every temporary file is a crashed one's.
+    report.temporaries_removed = repo.backend().remove_staged_leftovers()?;
 
     // Index files and snapshots that appeared while phase 1 ran.
     let mut known_packs = indexed;
@@ -496,7 +500,7 @@ fn repack(
                     let stored = &copied.stored[at..at + entry.length as usize];
                     at += entry.length as usize;
                     let b = &mut builders[entry.blob_type as usize];
-                    b.push(entry, stored, pack_size);
+                    b.push(repo, entry, stored, pack_size)?;
                     if b.len() >= pack_size {
                         let full = std::mem::take(b);
                         write_pack(repo, full, &mut index_writer, &mut new_packs, report)?;
