@@ -1,9 +1,11 @@
 //! The in-memory index: blob id → pack, offset, length.
 //!
-//! Loaded entries live in one vector sorted by id (binary search, 52 bytes
-//! a blob, no hash-table slack); blobs added during a session go into a
-//! small hash map until the next load. Pack ids are interned so each entry
-//! holds a 4-byte pack number instead of a 32-byte id.
+//! Loaded entries live in one vector sorted by id (52 bytes a blob, no
+//! hash-table slack); blobs added during a session go into a small hash
+//! map, which `compact` folds into the vector once it holds a sixteenth as
+//! many (a map entry with its slack costs about twice a sorted one). Pack
+//! ids are interned so each entry holds a 4-byte pack number instead of a
+//! 32-byte id.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -17,6 +19,9 @@ use super::id::Id;
 fn prefix(id: &Id) -> u64 {
     u64::from_be_bytes(id.0[..8].try_into().expect("ids are 32 bytes"))
 }
+
+/// Below this many session blobs `compact` leaves them in the map.
+const COMPACT_FROM: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -98,6 +103,39 @@ impl MasterIndex {
         let n = self.intern_pack(pack);
         for b in blobs {
             self.recent.entry(b.id).or_insert_with(|| Entry::new(n, b));
+        }
+    }
+
+    /// Fold the blobs added this session into the sorted vector once they
+    /// are a sixteenth of it (and at least `COMPACT_FROM`), so a long backup
+    /// of small chunks holds under 64 bytes a blob, not a hash map's ~150.
+    /// Moves loaded entries: positions from `loaded_position` are invalid
+    /// afterwards, so callers that keep them (prune) must not call this.
+    pub fn compact(&mut self) {
+        if self.recent.len() < COMPACT_FROM.max(self.sorted.len() / 16) {
+            return;
+        }
+        let mut fresh: Vec<Entry> = std::mem::take(&mut self.recent).into_values().collect();
+        // A blob stored again keeps its loaded location, as lookups did.
+        fresh.retain(|e| self.find_sorted(&e.id).is_none());
+        fresh.sort_unstable_by_key(|e| e.id);
+        let Some(&filler) = fresh.first() else { return };
+        // Merged from the back, in place: no second copy of the vector.
+        let (old, added) = (self.sorted.len(), fresh.len());
+        self.sorted.reserve_exact(added);
+        self.sorted.resize(old + added, filler);
+        let (mut i, mut j) = (old, added);
+        for k in (0..old + added).rev() {
+            if j == 0 {
+                break;
+            }
+            if i > 0 && self.sorted[i - 1].id > fresh[j - 1].id {
+                self.sorted[k] = self.sorted[i - 1];
+                i -= 1;
+            } else {
+                self.sorted[k] = fresh[j - 1];
+                j -= 1;
+            }
         }
     }
 
@@ -301,6 +339,50 @@ mod tests {
                 other.0[0] = other.0[0].wrapping_add(1);
                 prop_assert_eq!(idx.contains(&other), present.contains(&other));
             }
+        }
+    }
+
+    proptest! {
+        /// Compacting after any mix of loads and session packs keeps every
+        /// lookup's answer, including which copy a duplicate resolves to.
+        #[test]
+        fn compaction_keeps_every_lookup(
+            loaded in proptest::collection::vec(any::<[u8; 32]>(), 0..300),
+            batches in proptest::collection::vec(proptest::collection::vec(any::<[u8; 32]>(), 0..3000), 1..4),
+            again in proptest::collection::vec(0usize..300, 0..20),
+        ) {
+            let blob = |raw: [u8; 32], offset: u32| IndexBlob {
+                blob_type: BlobType::Tree, compression: Compression::None, id: Id(raw), offset, length: 3, raw_length: 4,
+            };
+            let mut file = IndexFile::default();
+            file.packs.push(IndexPack { id: Id([9; 32]), blobs: loaded.iter().map(|r| blob(*r, 1)).collect() });
+            let mut idx = MasterIndex::new();
+            idx.load_file(&file);
+            idx.seal_loaded();
+            // Where each id must resolve: the first location recorded.
+            let mut reference: HashMap<Id, BlobLocation> = idx.iter().collect();
+            for (n, batch) in batches.iter().enumerate() {
+                let mut blobs: Vec<IndexBlob> = batch.iter().map(|r| blob(*r, 2 + n as u32)).collect();
+                // Blobs stored again that the loaded index already has.
+                blobs.extend(again.iter().filter_map(|i| loaded.get(*i)).map(|r| blob(*r, 99)));
+                idx.add_pack(Id([n as u8; 32]), &blobs);
+                for b in &blobs {
+                    reference.entry(b.id).or_insert(BlobLocation {
+                        pack: Id([n as u8; 32]), blob_type: b.blob_type, compression: b.compression,
+                        offset: b.offset, length: b.length, raw_length: b.raw_length,
+                    });
+                }
+                idx.compact();
+                prop_assert!(idx.recent.len() < COMPACT_FROM.max(idx.sorted.len() / 16));
+                for (id, loc) in &reference {
+                    prop_assert_eq!(idx.get(id), Some(*loc));
+                }
+            }
+            let mut listed: Vec<Id> = idx.iter().map(|(id, _)| id).collect();
+            listed.sort();
+            listed.dedup();
+            prop_assert_eq!(listed.len(), reference.len());
+            prop_assert!(idx.sorted.windows(2).all(|w| w[0].id < w[1].id));
         }
     }
 

@@ -99,7 +99,10 @@ struct Job {
 
 struct Shared {
     repo: Arc<Repository>,
+    /// Blobs being stored in this session whose pack is not yet indexed.
     claimed: Mutex<HashSet<Id>>,
+    /// Packs moved from `claimed` to the index so far.
+    settled: AtomicU64,
     open: [Mutex<PackBuilder>; 2],
     failure: Mutex<Option<Error>>,
     progress: Arc<Progress>,
@@ -114,6 +117,37 @@ impl Shared {
     }
     fn failed(&self) -> bool {
         self.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Whether this caller is the one to store `id`, which the index did
+    /// not have when `settled` was read: no one in this session has claimed
+    /// it, and no pack settled since has put it in the index (`settle` moves
+    /// ids from the claims to the index, so one that settled between the
+    /// caller's lookup and this lock is in neither place it looked).
+    fn claim(&self, id: &Id, settled: u64) -> bool {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        if claimed.contains(id) {
+            return false;
+        }
+        if self.settled.load(Ordering::Acquire) != settled && self.repo.index().contains(id) {
+            return false;
+        }
+        claimed.insert(*id)
+    }
+
+    /// A pack is in the index now: its blobs need no claim any more, so
+    /// the claims hold only blobs in packs not yet written.
+    fn settle(&self, pack: &IndexPack) {
+        {
+            let mut index = self.repo.index_mut();
+            index.add_pack(pack.id, &pack.blobs);
+            index.compact();
+        }
+        self.settled.fetch_add(1, Ordering::Release);
+        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        for b in &pack.blobs {
+            claimed.remove(&b.id);
+        }
     }
 }
 
@@ -133,6 +167,7 @@ impl BlobSaver {
         let shared = Arc::new(Shared {
             repo,
             claimed: Mutex::new(HashSet::new()),
+            settled: AtomicU64::new(0),
             open: [Mutex::new(PackBuilder::new()), Mutex::new(PackBuilder::new())],
             failure: Mutex::new(None),
             progress,
@@ -228,8 +263,8 @@ fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<PackBuilder>) {
         let mut saved = Vec::with_capacity(job.items.len());
         for data in &job.items {
             let id = job.id.unwrap_or_else(|| repo.key().blob_id(data));
-            let new =
-                !repo.index().contains(&id) && shared.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+            let settled = shared.settled.load(Ordering::Acquire);
+            let new = !repo.index().contains(&id) && shared.claim(&id, settled);
             if job.blob_type == BlobType::Data {
                 shared.progress.chunks.fetch_add(1, Ordering::Relaxed);
             }
@@ -314,7 +349,7 @@ fn writer(shared: &Shared, packs: &Receiver<PackBuilder>) {
                 }
             };
             shared.progress.bytes_added.fetch_add(len, Ordering::Relaxed);
-            repo.index_mut().add_pack(written.id, &written.blobs);
+            shared.settle(&written);
             let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
             pending.push(written);
             if pending.len() >= INDEX_EVERY

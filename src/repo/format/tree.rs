@@ -104,7 +104,13 @@ pub struct Tree {
 
 impl Tree {
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("tree serialises")
+        // Sized up front: a table stream lists hundreds of thousands of
+        // chunk ids (67 bytes each in JSON), and a doubling buffer would
+        // hold up to twice that at the end of a backup.
+        let ids: usize = self.nodes.iter().map(|n| n.content.len()).sum();
+        let mut out = Vec::with_capacity(ids * 67 + self.nodes.len() * 256 + 64);
+        serde_json::to_writer(&mut out, self).expect("tree serialises");
+        out
     }
 
     /// Parse and check the invariants restore relies on: every name is a
