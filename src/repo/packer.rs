@@ -12,10 +12,10 @@ use super::id::Id;
 use super::repository::Repository;
 
 /// Pack buffers (of backends that cannot stage files), kept for the next
-/// pack instead of freed. A pack-sized
-/// buffer freed and allocated again every few hundred milliseconds makes
-/// glibc either map and fault in fresh pages each time or leave a
-/// fragmented heap behind; reusing a few avoids both.
+/// pack instead of freed. A pack-sized buffer freed and allocated again
+/// every few hundred milliseconds makes glibc either map and fault in
+/// fresh pages each time or leave a fragmented heap behind; reusing a few
+/// avoids both.
 static SPARE_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 /// More than the packs a save pipeline holds at once (two filling, one
 /// handed over, up to four being written).

@@ -80,13 +80,19 @@ pub fn write_durably(dest: &Path, data: &[u8], mode: Option<u32>) -> io::Result<
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, dest)?;
-        sync_dir(dir)
+        rename_durably(&tmp, dest)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Move a complete, fsynced temporary file to `dest` and make the rename
+/// itself durable.
+fn rename_durably(tmp: &Path, dest: &Path) -> io::Result<()> {
+    fs::rename(tmp, dest)?;
+    sync_dir(dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
 /// A file being written under a temporary name in the repository's own
@@ -109,18 +115,14 @@ impl super::StagedFile for LocalStaged {
     }
 
     fn commit(mut self: Box<Self>, name: &str) -> BackendResult<()> {
-        let dest = self.backend.path(self.kind, name);
-        let dir = dest.parent().expect("repository paths have a parent").to_path_buf();
         let tmp = self.tmp.clone();
         let err = |e| LocalBackend::io_err(&tmp, e);
         self.file.flush().map_err(err)?;
         self.file.get_ref().sync_all().map_err(err)?;
-        if !dir.exists() {
-            fs::create_dir_all(&dir).map_err(|e| LocalBackend::io_err(&dir, e))?;
-        }
-        fs::rename(&self.tmp, &dest).map_err(|e| LocalBackend::io_err(&dest, e))?;
+        let dest = self.backend.destination(self.kind, name)?;
+        rename_durably(&self.tmp, &dest).map_err(|e| LocalBackend::io_err(&dest, e))?;
         self.committed = true;
-        sync_dir(&dir).map_err(|e| LocalBackend::io_err(&dir, e))
+        Ok(())
     }
 }
 
@@ -133,6 +135,17 @@ impl Drop for LocalStaged {
 }
 
 impl LocalBackend {
+    /// The path of a file about to be written, its directory created if
+    /// missing (a repository made by an older version, or damaged).
+    fn destination(&self, kind: FileKind, name: &str) -> BackendResult<PathBuf> {
+        let dest = self.path(kind, name);
+        let dir = dest.parent().expect("repository paths have a parent");
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(|e| Self::io_err(dir, e))?;
+        }
+        Ok(dest)
+    }
+
     /// Where files of `kind` are staged before they have a name.
     fn staging_dir(&self, kind: FileKind) -> PathBuf {
         match kind {
@@ -157,29 +170,23 @@ impl Backend for LocalBackend {
     }
 
     fn remove_staged_leftovers(&self) -> BackendResult<u64> {
+        // Every directory a temporary can be in but locks/, where another
+        // process may be writing its lock right now.
+        let mut dirs: Vec<PathBuf> =
+            [FileKind::Config, FileKind::Key, FileKind::Pack, FileKind::Index, FileKind::Snapshot]
+                .into_iter()
+                .map(|kind| self.staging_dir(kind))
+                .collect();
+        // `write` puts a pack's temporary beside it, in data/xx/.
+        if let Ok(subdirs) = fs::read_dir(self.staging_dir(FileKind::Pack)) {
+            dirs.extend(subdirs.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
         let mut removed = 0;
-        for kind in [FileKind::Config, FileKind::Key, FileKind::Pack, FileKind::Index, FileKind::Snapshot] {
-            let dirs: Vec<PathBuf> = match kind {
-                // Temporaries of `write` sit beside their file, in data/xx/.
-                FileKind::Pack => {
-                    let data = self.root.join("data");
-                    let mut dirs = vec![data.clone()];
-                    if let Ok(subdirs) = fs::read_dir(&data) {
-                        dirs.extend(subdirs.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-                    }
-                    dirs
-                }
-                _ => vec![self.staging_dir(kind)],
-            };
-            for dir in dirs {
-                let Ok(entries) = fs::read_dir(&dir) else { continue };
-                for entry in entries.flatten() {
-                    if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-                        let path = entry.path();
-                        fs::remove_file(&path).map_err(|e| Self::io_err(&path, e))?;
-                        removed += 1;
-                    }
-                }
+        for entry in dirs.iter().filter_map(|d| fs::read_dir(d).ok()).flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(|e| Self::io_err(&path, e))?;
+                removed += 1;
             }
         }
         Ok(removed)
@@ -294,11 +301,7 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> BackendResult<()> {
-        let dest = self.path(kind, name);
-        let dir = dest.parent().expect("repository paths have a parent").to_path_buf();
-        if !dir.exists() {
-            fs::create_dir_all(&dir).map_err(|e| Self::io_err(&dir, e))?;
-        }
+        let dest = self.destination(kind, name)?;
         write_durably(&dest, data, None).map_err(|e| Self::io_err(&dest, e))
     }
 
