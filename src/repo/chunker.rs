@@ -205,14 +205,19 @@ impl Chunker {
     }
 }
 
+/// The read buffer's first size; a file this small costs no more.
+const FIRST_BUFFER: usize = 64 * 1024;
+
 /// Iterator of owned chunks read from a stream, holding at most about two
 /// maximum-size chunks in memory.
 pub struct ChunkStream<'a, R> {
     chunker: &'a Chunker,
     reader: R,
-    /// Zeroed once and then reused: `buf[pos..end]` is unconsumed input.
-    /// (Growing and truncating it around every read zero-filled each byte
-    /// before reading it, 7% of a backup's CPU.)
+    /// `buf[pos..end]` is unconsumed input. It grows by doubling up to its
+    /// working size and is then reused: truncating and regrowing it around
+    /// every read zero-filled each byte before reading it (7% of a backup's
+    /// CPU), and zeroing the full working size up front cost 8 MiB per file
+    /// (9% of a backup of 2000 objects, most of them small).
     buf: Vec<u8>,
     pos: usize,
     end: usize,
@@ -225,15 +230,18 @@ impl<R: Read> ChunkStream<'_, R> {
         // Read in large pieces even for small chunks: fewer reads, and the
         // unconsumed tail is moved to the front once per fill, not per chunk.
         let want = (2 * max).max(1 << 20);
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
-        }
         if self.pos > 0 && self.end - self.pos < max {
             self.buf.copy_within(self.pos..self.end, 0);
             self.end -= self.pos;
             self.pos = 0;
         }
         while !self.eof && self.end - self.pos < max {
+            if self.end == self.buf.len() {
+                // Cannot pass `want`: with `want >= 2 max` a full buffer
+                // holds at least `max` unconsumed bytes once compacted.
+                let grown = (self.buf.len() * 2).clamp(FIRST_BUFFER, want);
+                self.buf.resize(grown, 0);
+            }
             match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
@@ -375,6 +383,34 @@ mod tests {
         let b: Vec<Vec<u8>> = c.stream(&edited[..]).map(|c| c.unwrap()).collect();
         let shared = b.iter().filter(|ch| a.contains(*ch)).count();
         assert!(shared + 3 >= b.len(), "{shared} of {} chunks shared", b.len());
+    }
+
+    /// Large profiles grow the read buffer through several doublings; cut
+    /// points must not depend on where reads ended or the buffer grew.
+    #[test]
+    fn large_chunks_match_cutting_the_whole_input() {
+        let data = pseudo_random(11 << 20, 13);
+        let c = Chunker::new(ChunkerParams::LARGE, GearTables::derive(&[5; 32]));
+        let mut expected = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let len = c.cut(&data[at..]);
+            expected.push(len);
+            at += len;
+        }
+        struct Odd<'a>(&'a [u8], usize);
+        impl Read for Odd<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.1 = self.1 * 7 % 100_003 + 1;
+                let n = self.1.min(buf.len()).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let streamed: Vec<usize> = c.stream(Odd(&data, 1)).map(|c| c.unwrap().len()).collect();
+        assert!(expected.len() > 4);
+        assert_eq!(streamed, expected);
     }
 
     proptest! {

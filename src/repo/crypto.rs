@@ -11,7 +11,7 @@
 //! ciphertext is, so a blob, index or snapshot moved to another place fails
 //! to open instead of being misread.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -109,16 +109,20 @@ impl MasterKey {
     }
 }
 
+/// `nonce ‖ ciphertext ‖ tag`, encrypted in its final buffer: sealing into
+/// a fresh ciphertext and copying that after the nonce moved every byte of
+/// a backup twice more than needed.
 pub fn seal_with(key: &[u8; 32], associated: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let cipher = XChaCha20Poly1305::new(key.into());
-    let mut nonce = [0u8; NONCE_LEN];
-    getrandom::getrandom(&mut nonce).expect("operating system random source failed");
-    let ct = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: associated })
+    let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
+    out.resize(NONCE_LEN, 0);
+    getrandom::getrandom(&mut out).expect("operating system random source failed");
+    out.extend_from_slice(plaintext);
+    let (nonce, body) = out.split_at_mut(NONCE_LEN);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), associated, body)
         .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(&tag);
     out
 }
 

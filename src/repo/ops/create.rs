@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-use super::super::archiver::{SnapshotMeta, SnapshotWriter};
+use super::super::archiver::{Content, ContentSaver, SnapshotMeta, SnapshotWriter};
 use super::super::error::{Error, Result};
 use super::super::format::config::PROFILE_DEFAULT;
 use super::super::format::snapshot::Snapshot;
@@ -105,66 +105,164 @@ pub fn create_from_paths(
     }
     let mut writer = SnapshotWriter::new(repo, progress)?;
     let mut warnings = Vec::new();
-    for (top, root) in &tops {
-        let mut walk = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().into_iter();
-        while let Some(entry) = walk.next() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    warnings.push(format!("{}: {}", e.path().map(|p| p.display().to_string()).unwrap_or_default(), e));
-                    continue;
+    let saver = writer.content_saver();
+    let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4);
+    let walked = std::thread::scope(|scope| -> Result<()> {
+        let (jobs, queue) = crossbeam_channel::bounded::<ReadJob>(readers);
+        for _ in 0..readers {
+            let queue = queue.clone();
+            let saver = saver.clone();
+            scope.spawn(move || {
+                for job in queue {
+                    let _ = job.reply.send(read_file(&saver, &job.path));
                 }
-            };
-            if entry.depth() > 0 && excludes.matches(entry.path()) {
-                if entry.file_type().is_dir() {
-                    walk.skip_current_dir();
-                }
-                continue;
-            }
-            let mut path = vec![top.clone()];
-            if let Ok(rel) = entry.path().strip_prefix(root) {
-                path.extend(rel.components().map(|c| c.as_os_str().as_bytes().to_vec()));
-            }
-            let meta = match entry.path().symlink_metadata() {
-                Ok(m) => m,
-                Err(e) => {
-                    warnings.push(format!("{}: {e}", entry.path().display()));
-                    continue;
-                }
-            };
-            let name = path.last().expect("path has a top").clone();
-            let mut node = node_from_metadata(&name, &meta);
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                writer.add_dir(path, node)?;
-            } else if ft.is_symlink() {
-                match fs::read_link(entry.path()) {
-                    Ok(target) => {
-                        let (t, raw) = super::super::format::tree::encode_name(target.as_os_str().as_bytes());
-                        node.target = Some(t);
-                        node.target_raw = raw;
-                        writer.add_symlink(path, node)?;
-                    }
-                    Err(e) => warnings.push(format!("{}: {e}", entry.path().display())),
-                }
-            } else if ft.is_file() {
-                match fs::File::open(entry.path()) {
-                    Ok(f) => {
-                        writer.add_file(path, node, f, PROFILE_DEFAULT).map_err(|e| match e {
-                            Error::Io { source, .. } => Error::io(entry.path().display(), source),
-                            other => other,
-                        })?;
-                    }
-                    Err(e) => warnings.push(format!("{}: {e}", entry.path().display())),
-                }
-            } else {
-                warnings
-                    .push(format!("{}: skipped (not a regular file, directory or symlink)", entry.path().display()));
-            }
+            });
         }
-    }
+        drop(saver);
+        let mut pending = std::collections::VecDeque::new();
+        for (top, root) in &tops {
+            walk_root(top, root, excludes, &mut warnings, |entry, warnings| {
+                let file = match entry.file {
+                    Some(source) => {
+                        let (reply, content) = crossbeam_channel::bounded(1);
+                        jobs.send(ReadJob { path: source.clone(), reply })
+                            .map_err(|_| Error::Invalid("file readers stopped unexpectedly".into()))?;
+                        Some((source, content))
+                    }
+                    None => None,
+                };
+                let entry = Walked { path: entry.path, node: entry.node, file };
+                pending.push_back(entry);
+                while pending.len() > READ_AHEAD {
+                    let front = pending.pop_front().expect("queue is not empty");
+                    add_in_order(&mut writer, front, warnings)?;
+                }
+                Ok(())
+            })?;
+        }
+        drop(jobs);
+        for entry in pending {
+            add_in_order(&mut writer, entry, &mut warnings)?;
+        }
+        Ok(())
+    });
+    walked?;
     let (id, snapshot) = writer.finish(meta)?;
     Ok(CreateReport { id, snapshot, warnings })
+}
+
+/// Entries walked but not yet added: several files are read at once, and
+/// entries must reach the snapshot writer in walk order.
+const READ_AHEAD: usize = 64;
+
+/// One entry of the walk, in the order the snapshot writer needs; `file`
+/// is set for regular files only: first their path, then also the reply
+/// of the reader that saves them.
+struct Walked<F> {
+    path: Vec<Vec<u8>>,
+    node: Node,
+    file: Option<F>,
+}
+
+type Pending = Walked<(PathBuf, crossbeam_channel::Receiver<FileRead>)>;
+
+struct ReadJob {
+    path: PathBuf,
+    reply: crossbeam_channel::Sender<FileRead>,
+}
+
+/// A file's saved contents; `Ok(Err(_))` when it could not be opened
+/// (a warning: the file is left out), `Err` when reading it failed part
+/// way (the backup fails).
+type FileRead = Result<std::result::Result<Content, std::io::Error>>;
+
+fn read_file(saver: &ContentSaver, path: &Path) -> FileRead {
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(e)),
+    };
+    let label = path.display().to_string();
+    saver.save(file, PROFILE_DEFAULT, &label, false).map(Ok).map_err(|e| match e {
+        Error::Io { source, .. } => Error::io(path.display(), source),
+        other => other,
+    })
+}
+
+fn add_in_order(writer: &mut SnapshotWriter, entry: Pending, warnings: &mut Vec<String>) -> Result<()> {
+    let Walked { path, node, file } = entry;
+    let Some((source, content)) = file else {
+        return match node.kind {
+            NodeKind::Dir => writer.add_dir(path, node),
+            _ => writer.add_symlink(path, node),
+        };
+    };
+    let read = content.recv().map_err(|_| Error::Invalid("a file reader stopped unexpectedly".into()))?;
+    match read? {
+        Ok(content) => writer.add_content(path, node, content),
+        Err(e) => {
+            warnings.push(format!("{}: {e}", source.display()));
+            Ok(())
+        }
+    }
+}
+
+/// Walk one argument depth first, names sorted, handing each entry to
+/// `add`; what cannot be read becomes a warning.
+fn walk_root(
+    top: &[u8],
+    root: &Path,
+    excludes: &Excludes,
+    warnings: &mut Vec<String>,
+    mut add: impl FnMut(Walked<PathBuf>, &mut Vec<String>) -> Result<()>,
+) -> Result<()> {
+    let mut walk = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                warnings.push(format!("{}: {}", e.path().map(|p| p.display().to_string()).unwrap_or_default(), e));
+                continue;
+            }
+        };
+        if entry.depth() > 0 && excludes.matches(entry.path()) {
+            if entry.file_type().is_dir() {
+                walk.skip_current_dir();
+            }
+            continue;
+        }
+        let mut path = vec![top.to_vec()];
+        if let Ok(rel) = entry.path().strip_prefix(root) {
+            path.extend(rel.components().map(|c| c.as_os_str().as_bytes().to_vec()));
+        }
+        let meta = match entry.path().symlink_metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                warnings.push(format!("{}: {e}", entry.path().display()));
+                continue;
+            }
+        };
+        let name = path.last().expect("path has a top").clone();
+        let mut node = node_from_metadata(&name, &meta);
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            add(Walked { path, node, file: None }, warnings)?;
+        } else if ft.is_symlink() {
+            match fs::read_link(entry.path()) {
+                Ok(target) => {
+                    let (t, raw) = super::super::format::tree::encode_name(target.as_os_str().as_bytes());
+                    node.target = Some(t);
+                    node.target_raw = raw;
+                    add(Walked { path, node, file: None }, warnings)?;
+                }
+                Err(e) => warnings.push(format!("{}: {e}", entry.path().display())),
+            }
+        } else if ft.is_file() {
+            add(Walked { path, node, file: Some(entry.path().to_path_buf()) }, warnings)?;
+        } else {
+            warnings.push(format!("{}: skipped (not a regular file, directory or symlink)", entry.path().display()));
+        }
+    }
+    Ok(())
 }
 
 fn stream_node(name: &str) -> Node {
