@@ -281,6 +281,13 @@ pub struct CreateArgs {
     /// one without matches any name)
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
+    /// Take files unchanged since this snapshot from it unread (default: the
+    /// latest snapshot of the same paths from this host)
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "force")]
+    pub parent: Option<String>,
+    /// Read every file, even those unchanged since the parent snapshot
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub project: ProjectArgs,
     /// Back up only this part of the project: db or storage

@@ -389,9 +389,22 @@ fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
             .iter()
             .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string())
             .collect();
-        meta.source = Source::Paths { paths: abs };
         let excludes = create::Excludes::new(&a.excludes)?;
-        create::create_from_paths(repo.clone(), progress, &a.paths, &excludes, meta)?
+        let parent = if a.force {
+            None
+        } else if let Some(spec) = &a.parent {
+            Some(repo.find_snapshot(spec)?)
+        } else {
+            let host = a.host.clone().unwrap_or_else(crate::repo::sysinfo::hostname);
+            let (mut all, _) = repo.list_snapshots()?;
+            all.retain(|(_, s)| s.host == host && matches!(&s.source, Source::Paths { paths } if *paths == abs));
+            all.pop()
+        };
+        if let Some((id, _)) = &parent {
+            log::info(&format!("files unchanged since snapshot {} are taken from it unread", id.short()));
+        }
+        meta.source = Source::Paths { paths: abs };
+        create::create_from_paths(repo.clone(), progress, &a.paths, &excludes, parent.as_ref().map(|p| &p.1), meta)?
     };
     drop(display);
     let s = &report.snapshot.summary;
@@ -405,10 +418,15 @@ fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
         v.insert("snapshot_id".into(), json!(report.id));
         v.insert("time".into(), json!(report.snapshot.time));
         v.insert("warnings".into(), json!(report.warnings));
+        v.insert("files_unchanged".into(), json!(report.unchanged_files));
         ctx.out.json(&serde_json::Value::Object(v));
     } else if !ctx.out.quiet {
+        let unchanged = match report.unchanged_files {
+            0 => String::new(),
+            n => format!(" ({n} unchanged)"),
+        };
         println!(
-            "snapshot {} saved: {} files, {} dirs, {} read, {} added ({} of {} chunks new) in {:.2}s",
+            "snapshot {} saved: {} files{unchanged}, {} dirs, {} read, {} added ({} of {} chunks new) in {:.2}s",
             report.id.short(),
             s.files,
             s.dirs,

@@ -46,6 +46,14 @@ pub struct Node {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_raw: Option<String>,
+    /// Status-change time (`st_ctime`, nanoseconds) and inode number of a
+    /// file read from disk. With size and mtime they let the next backup
+    /// of the same paths take the file's blobs without reading it: any
+    /// write moves ctime, and ctime cannot be set back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<u64>,
     /// Application attributes (content type, etag, owner of a Storage
     /// object…): kept verbatim, never interpreted by the engine.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -83,6 +91,8 @@ impl Node {
             subtree: None,
             target: None,
             target_raw: None,
+            ctime_ns: None,
+            inode: None,
             attrs: BTreeMap::new(),
         }
     }

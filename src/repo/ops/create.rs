@@ -1,5 +1,6 @@
 //! `snap create` for files, directories, standard input and command output.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -24,6 +25,8 @@ pub struct CreateReport {
     pub snapshot: Snapshot,
     /// Entries that could not be read and were left out.
     pub warnings: Vec<String>,
+    /// Files taken unread from the parent snapshot.
+    pub unchanged_files: u64,
 }
 
 /// Exclude patterns: a pattern with a `/` matches the whole absolute path,
@@ -67,7 +70,70 @@ pub fn node_from_metadata(name: &[u8], meta: &fs::Metadata) -> Node {
     n.mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
     n.uid = meta.uid();
     n.gid = meta.gid();
+    if kind == NodeKind::File {
+        n.size = meta.len();
+        n.ctime_ns = Some(meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec()));
+        n.inode = Some(meta.ino());
+    }
     n
+}
+
+/// The parent snapshot's entries along the walk, read one directory at a
+/// time as the walk (depth first, names sorted) reaches it, so that a file
+/// unchanged since then is taken from it instead of being read again.
+struct ParentTrees<'r> {
+    repo: &'r Repository,
+    /// The root's entries, then one level per directory down to the one
+    /// the walk is in: its name and the parent's entries there (none where
+    /// the parent had no such directory, or its tree cannot be read: the
+    /// files are then read, which costs time, never data).
+    levels: Vec<(Vec<u8>, HashMap<Vec<u8>, Node>)>,
+}
+
+impl<'r> ParentTrees<'r> {
+    fn new(repo: &'r Repository, root: Id) -> ParentTrees<'r> {
+        let mut trees = ParentTrees { repo, levels: Vec::new() };
+        let entries = trees.entries(Some(root));
+        trees.levels.push((Vec::new(), entries));
+        trees
+    }
+
+    fn entries(&self, tree: Option<Id>) -> HashMap<Vec<u8>, Node> {
+        let Some(tree) = tree.and_then(|id| self.repo.read_tree(&id).ok()) else {
+            return HashMap::new();
+        };
+        tree.nodes.into_iter().map(|n| (n.name_bytes(), n)).collect()
+    }
+
+    /// The parent's node for `path`, if it is the same file as `node`
+    /// (same size, mtime, ctime and inode) and all its blobs are still in
+    /// the repository: `node` with the parent's contents.
+    fn unchanged(&mut self, path: &[Vec<u8>], node: &Node) -> Option<Node> {
+        let (name, dir) = path.split_last()?;
+        let common = self.levels[1..].iter().zip(dir).take_while(|((level, _), c)| level == *c).count();
+        self.levels.truncate(common + 1);
+        for component in &dir[common..] {
+            let subtree = self.levels.last().and_then(|(_, e)| e.get(component)).and_then(|n| n.subtree);
+            let entries = self.entries(subtree);
+            self.levels.push((component.clone(), entries));
+        }
+        let old = self.levels.last()?.1.get(name)?;
+        let same = old.kind == NodeKind::File
+            && old.size == node.size
+            && old.mtime_ns == node.mtime_ns
+            && old.ctime_ns.is_some()
+            && old.ctime_ns == node.ctime_ns
+            && old.inode == node.inode
+            && (old.size == 0) == old.content.is_empty();
+        if !same {
+            return None;
+        }
+        let index = self.repo.index();
+        if !old.content.iter().all(|id| index.contains(id)) {
+            return None;
+        }
+        Some(Node { content: old.content.clone(), ..node.clone() })
+    }
 }
 
 fn top_name(path: &Path) -> Result<Vec<u8>> {
@@ -80,11 +146,14 @@ fn top_name(path: &Path) -> Result<Vec<u8>> {
 
 /// Back up files and directories. Each argument appears at the top of the
 /// snapshot under its own name; two arguments with the same name are refused.
+/// Files unchanged since the `parent` snapshot (same path, size, mtime,
+/// ctime and inode) take its blobs without being read.
 pub fn create_from_paths(
     repo: Arc<Repository>,
     progress: Arc<Progress>,
     paths: &[PathBuf],
     excludes: &Excludes,
+    parent: Option<&Snapshot>,
     meta: SnapshotMeta,
 ) -> Result<CreateReport> {
     let mut tops: Vec<(Vec<u8>, PathBuf)> = Vec::new();
@@ -103,8 +172,10 @@ pub fn create_from_paths(
             )));
         }
     }
-    let mut writer = SnapshotWriter::new(repo, progress)?;
+    let mut writer = SnapshotWriter::new(repo.clone(), progress)?;
     let mut warnings = Vec::new();
+    let mut unchanged_files = 0;
+    let mut parent = parent.map(|p| ParentTrees::new(&repo, p.tree));
     let saver = writer.content_saver();
     let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4);
     let walked = std::thread::scope(|scope| -> Result<()> {
@@ -121,7 +192,13 @@ pub fn create_from_paths(
         drop(saver);
         let mut pending = std::collections::VecDeque::new();
         for (top, root) in &tops {
-            walk_root(top, root, excludes, &mut warnings, |entry, warnings| {
+            walk_root(top, root, excludes, &mut warnings, |mut entry, warnings| {
+                if entry.file.is_some() {
+                    if let Some(reused) = parent.as_mut().and_then(|p| p.unchanged(&entry.path, &entry.node)) {
+                        entry = Walked { path: entry.path, node: reused, file: None };
+                        unchanged_files += 1;
+                    }
+                }
                 let file = match entry.file {
                     Some(source) => {
                         let (reply, content) = crossbeam_channel::bounded(1);
@@ -147,8 +224,9 @@ pub fn create_from_paths(
         Ok(())
     });
     walked?;
+    drop(parent);
     let (id, snapshot) = writer.finish(meta)?;
-    Ok(CreateReport { id, snapshot, warnings })
+    Ok(CreateReport { id, snapshot, warnings, unchanged_files })
 }
 
 /// Entries walked but not yet added: several files are read at once, and
@@ -193,6 +271,7 @@ fn add_in_order(writer: &mut SnapshotWriter, entry: Pending, warnings: &mut Vec<
     let Some((source, content)) = file else {
         return match node.kind {
             NodeKind::Dir => writer.add_dir(path, node),
+            NodeKind::File => writer.add_existing(path, node),
             _ => writer.add_symlink(path, node),
         };
     };
@@ -205,6 +284,13 @@ fn add_in_order(writer: &mut SnapshotWriter, entry: Pending, warnings: &mut Vec<
         }
     }
 }
+
+/// Change times from this one on are too recent to vouch for a file.
+fn racy_after() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX).saturating_sub(RACY_NS)
+}
+
+const RACY_NS: i64 = 2_000_000_000;
 
 /// Walk one argument depth first, names sorted, handing each entry to
 /// `add`; what cannot be read becomes a warning.
@@ -243,6 +329,13 @@ fn walk_root(
         };
         let name = path.last().expect("path has a top").clone();
         let mut node = node_from_metadata(&name, &meta);
+        if node.ctime_ns.is_some_and(|c| c >= racy_after()) {
+            // File times tick coarsely (a few ms): a write just after this
+            // stat, in the same tick, would leave ctime as it is now and
+            // the next backup would take the contents read here. Such a
+            // file records no ctime, so it is read again next time.
+            node.ctime_ns = None;
+        }
         let ft = meta.file_type();
         if ft.is_dir() {
             add(Walked { path, node, file: None }, warnings)?;
@@ -291,7 +384,7 @@ pub fn create_from_reader(
     let mut writer = SnapshotWriter::new(repo, progress)?;
     writer.add_file(vec![name.as_bytes().to_vec()], stream_node(name), reader, PROFILE_DEFAULT)?;
     let (id, snapshot) = writer.finish(meta)?;
-    Ok(CreateReport { id, snapshot, warnings: Vec::new() })
+    Ok(CreateReport { id, snapshot, warnings: Vec::new(), unchanged_files: 0 })
 }
 
 /// Store a command's standard output as `name`. If the command fails, no
@@ -323,5 +416,5 @@ pub fn create_from_command(
         return Err(Error::SourceFailed(format!("{program} failed ({status}); no snapshot was written")));
     }
     let (id, snapshot) = writer.finish(meta)?;
-    Ok(CreateReport { id, snapshot, warnings: Vec::new() })
+    Ok(CreateReport { id, snapshot, warnings: Vec::new(), unchanged_files: 0 })
 }
