@@ -87,8 +87,11 @@ struct ParentTrees<'r> {
     /// the walk is in: its name and the parent's entries there (none where
     /// the parent had no such directory, or its tree cannot be read: the
     /// files are then read, which costs time, never data).
-    levels: Vec<(Vec<u8>, HashMap<Vec<u8>, Node>)>,
+    levels: Vec<(Vec<u8>, Entries)>,
 }
+
+/// A directory's entries by name.
+type Entries = HashMap<Vec<u8>, Node>;
 
 impl<'r> ParentTrees<'r> {
     fn new(repo: &'r Repository, root: Id) -> ParentTrees<'r> {
@@ -98,7 +101,7 @@ impl<'r> ParentTrees<'r> {
         trees
     }
 
-    fn entries(&self, tree: Option<Id>) -> HashMap<Vec<u8>, Node> {
+    fn entries(&self, tree: Option<Id>) -> Entries {
         let Some(tree) = tree.and_then(|id| self.repo.read_tree(&id).ok()) else {
             return HashMap::new();
         };
