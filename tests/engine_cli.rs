@@ -132,6 +132,23 @@ fn unchanged_files_are_taken_from_the_parent_snapshot() {
     env.snap(&["check", "--read-data"]).ok();
 }
 
+/// `forget --prune` removes the snapshot and gives back its space in one run.
+#[test]
+fn forget_with_prune_gives_back_the_space() {
+    let env = Env::new();
+    let first = env.snap_stdin(&["create", "--json", "--stdin", "a.bin"], &noise(2_000_000, 21)).ok().json();
+    env.snap_stdin(&["create", "--json", "--stdin", "b.bin"], &noise(1_000_000, 22)).ok();
+    let id = first["snapshot_id"].as_str().unwrap();
+    let dry = env.snap(&["forget", "--prune", "--dry-run", "--json", id]).ok().json();
+    assert!(dry["prune"]["bytes_unused"].as_u64().unwrap() >= 2_000_000, "{dry}");
+    assert_eq!(env.snap(&["snapshots", "--json"]).ok().json().as_array().unwrap().len(), 2);
+    let done = env.snap(&["forget", "--prune", "--json", id]).ok().json();
+    assert_eq!(done["removed"], 1);
+    assert!(done["prune"]["bytes_deleted"].as_u64().unwrap() >= 2_000_000, "{done}");
+    assert_eq!(env.snap(&["snapshots", "--json"]).ok().json().as_array().unwrap().len(), 1);
+    env.snap(&["check", "--read-data"]).ok();
+}
+
 #[test]
 fn stdin_and_command_streams() {
     let env = Env::new();

@@ -503,6 +503,12 @@ pub struct ForgetArgs {
     /// Print what would be kept and removed (and why); remove nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Then give back the space only the removed snapshots used, as `snap prune --no-forget` would
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: repack a pack when more than this share of it is unused
+    #[arg(long, default_value = "5%", value_name = "PERCENT", requires = "prune")]
+    pub max_unused: String,
 }
 
 #[derive(Args, Debug)]

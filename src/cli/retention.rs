@@ -90,8 +90,15 @@ fn print_plan(plan: &Plan) {
 }
 
 pub(super) fn cmd_forget(ctx: &Context, a: &ForgetArgs) -> CliResult {
+    let max_unused = parse_percent("--max-unused", &a.max_unused)?;
     let repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, LockKind::Shared, "forget")?;
+    // With --prune, the prune's own lock: one opening of the repository
+    // (one key derivation) for both steps.
+    let lock = if a.prune {
+        ctx.lock_scoped(&repo, LockKind::Shared, "prune", Some("prune"))?
+    } else {
+        ctx.lock(&repo, LockKind::Shared, "forget")?
+    };
     let (remove, report): (Vec<Id>, Vec<serde_json::Value>) = if a.snapshots.is_empty() {
         let policy = effective_policy(&repo, &a.keep)?;
         let plan = decide(&repo, &policy)?;
@@ -112,15 +119,53 @@ pub(super) fn cmd_forget(ctx: &Context, a: &ForgetArgs) -> CliResult {
     if !a.dry_run {
         forget::remove(&repo, &remove)?;
     }
+    let pruned = if a.prune { Some(give_back_space(ctx, &repo, lock, max_unused, a.dry_run, &remove)?) } else { None };
     if ctx.out.json {
-        ctx.out.json(
-            &json!({"dry_run": a.dry_run, "snapshots": report, "removed": if a.dry_run { 0 } else { remove.len() }}),
-        );
+        let mut v =
+            json!({"dry_run": a.dry_run, "snapshots": report, "removed": if a.dry_run { 0 } else { remove.len() }});
+        if let Some(r) = &pruned {
+            v["prune"] = json!(r);
+        }
+        ctx.out.json(&v);
     } else if !ctx.out.quiet {
-        let verb = if a.dry_run { "would remove" } else { "removed" };
-        println!("{verb} {} snapshot(s); `snap prune` gives back the space only they used", remove.len());
+        match &pruned {
+            Some(r) => print_report(r, remove.len()),
+            None => {
+                let verb = if a.dry_run { "would remove" } else { "removed" };
+                println!("{verb} {} snapshot(s); `snap prune` gives back the space only they used", remove.len());
+            }
+        }
+    }
+    if let Some(why) = pruned.as_ref().and_then(|r| r.deferred.as_ref()) {
+        super::log::warn(&format!("space not yet given back: {why}"));
     }
     Ok(exit::OK)
+}
+
+/// Prune's second step, under its scoped lock: delete or repack packs no
+/// snapshot needs. In a dry run, `forgotten` still exists and is ignored.
+fn give_back_space(
+    ctx: &Context,
+    repo: &Arc<Repository>,
+    lock: crate::repo::lock::LockGuard,
+    max_unused: f64,
+    dry_run: bool,
+    forgotten: &[Id],
+) -> Result<PruneReport, CliError> {
+    let opts = PruneOptions {
+        max_unused,
+        dry_run,
+        threads: default_threads(),
+        ignore_snapshots: if dry_run { forgotten.iter().copied().collect() } else { HashSet::new() },
+    };
+    let wait = Duration::from_secs(ctx.cli.lock_wait);
+    let out = ctx.out;
+    let repo_for_lock: Arc<Repository> = repo.clone();
+    let mut take_exclusive = || -> crate::repo::Result<Box<dyn std::any::Any>> {
+        let guard = lock.upgrade(&repo_for_lock, "prune (deleting)", wait, &mut |m| out.note(&format!("snap: {m}")))?;
+        Ok(Box::new(guard))
+    };
+    Ok(prune::prune(repo, &opts, &mut take_exclusive, &mut |m| out.note(&format!("snap: {m}")))?)
 }
 
 /// A percentage flag (`5%` or `5`) as a fraction in 0..=1.
@@ -156,20 +201,7 @@ pub(super) fn cmd_prune(ctx: &Context, a: &PruneArgs) -> CliResult {
         crate::repo::failpoint::hit("prune-forgotten");
     }
 
-    let opts = PruneOptions {
-        max_unused,
-        dry_run: a.dry_run,
-        threads: default_threads(),
-        ignore_snapshots: if a.dry_run { forgotten.iter().copied().collect() } else { HashSet::new() },
-    };
-    let wait = Duration::from_secs(ctx.cli.lock_wait);
-    let out = ctx.out;
-    let repo_for_lock: Arc<Repository> = repo.clone();
-    let mut take_exclusive = || -> crate::repo::Result<Box<dyn std::any::Any>> {
-        let guard = lock.upgrade(&repo_for_lock, "prune (deleting)", wait, &mut |m| out.note(&format!("snap: {m}")))?;
-        Ok(Box::new(guard))
-    };
-    let report = prune::prune(&repo, &opts, &mut take_exclusive, &mut |m| out.note(&format!("snap: {m}")))?;
+    let report = give_back_space(ctx, &repo, lock, max_unused, a.dry_run, &forgotten)?;
 
     ctx.record(json!({"forgotten": forgotten.len(), "bytes_deleted": report.bytes_deleted,
         "bytes_written": report.bytes_written, "deferred": report.deferred}));
