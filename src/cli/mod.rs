@@ -396,9 +396,7 @@ fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
             Some(repo.find_snapshot(spec)?)
         } else {
             let host = a.host.clone().unwrap_or_else(crate::repo::sysinfo::hostname);
-            let (mut all, _) = repo.list_snapshots()?;
-            all.retain(|(_, s)| s.host == host && matches!(&s.source, Source::Paths { paths } if *paths == abs));
-            all.pop()
+            create::find_parent(&repo, &host, &abs)?
         };
         if let Some((id, _)) = &parent {
             log::info(&format!("files unchanged since snapshot {} are taken from it unread", id.short()));

@@ -14,7 +14,7 @@ use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use super::super::archiver::{Content, ContentSaver, SnapshotMeta, SnapshotWriter};
 use super::super::error::{Error, Result};
 use super::super::format::config::PROFILE_DEFAULT;
-use super::super::format::snapshot::Snapshot;
+use super::super::format::snapshot::{Snapshot, Source};
 use super::super::format::tree::{Node, NodeKind};
 use super::super::id::Id;
 use super::super::repository::Repository;
@@ -67,15 +67,27 @@ pub fn node_from_metadata(name: &[u8], meta: &fs::Metadata) -> Node {
     };
     let mut n = Node::new(name, kind);
     n.mode = meta.permissions().mode() & 0o7777;
-    n.mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
+    n.mtime_ns = unix_ns(meta.mtime(), meta.mtime_nsec());
     n.uid = meta.uid();
     n.gid = meta.gid();
     if kind == NodeKind::File {
         n.size = meta.len();
-        n.ctime_ns = Some(meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec()));
+        n.ctime_ns = Some(unix_ns(meta.ctime(), meta.ctime_nsec()));
         n.inode = Some(meta.ino());
     }
     n
+}
+
+fn unix_ns(secs: i64, nanos: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+/// The newest snapshot of exactly these (absolute) paths from `host`: the
+/// parent whose unchanged files a new backup of them takes unread.
+pub fn find_parent(repo: &Repository, host: &str, paths: &[String]) -> Result<Option<(Id, Snapshot)>> {
+    let (mut all, _) = repo.list_snapshots()?;
+    all.retain(|(_, s)| s.host == host && matches!(&s.source, Source::Paths { paths: p } if p == paths));
+    Ok(all.pop())
 }
 
 /// The parent snapshot's entries along the walk, read one directory at a
