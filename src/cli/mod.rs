@@ -506,7 +506,7 @@ fn cmd_ls(ctx: &Context, spec: &str, path: Option<&str>) -> CliResult {
         let path = format!("/{}", crate::repo::archiver::display_path(p));
         if ctx.out.json {
             rows.push(json!({"path": path, "type": n.kind, "size": n.size, "mode": format!("{:o}", n.mode),
-                             "mtime_ns": n.mtime_ns, "attrs": n.attrs}));
+                             "mtime_ns": n.mtime_ns, "chunks": n.content.len(), "attrs": n.attrs}));
         } else {
             let kind = match n.kind {
                 crate::repo::format::tree::NodeKind::Dir => 'd',

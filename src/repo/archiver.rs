@@ -72,17 +72,18 @@ const BATCH_BYTES: usize = 256 * 1024;
 pub struct ContentSaver {
     repo: Arc<Repository>,
     saver: Arc<BlobSaver>,
-    chunkers: Arc<std::sync::Mutex<HashMap<String, Chunker>>>,
+    chunkers: Arc<std::sync::Mutex<HashMap<(String, u8), Chunker>>>,
     progress: Arc<Progress>,
 }
 
 impl ContentSaver {
-    fn chunker(&self, profile: &str) -> Result<Chunker> {
+    fn chunker(&self, profile: &str, scale: u8) -> Result<Chunker> {
         let mut map = self.chunkers.lock().unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(profile) {
-            map.insert(profile.to_string(), self.repo.chunker(profile)?);
+        let key = (profile.to_string(), scale);
+        if !map.contains_key(&key) {
+            map.insert(key.clone(), self.repo.scaled_chunker(profile, scale)?);
         }
-        Ok(map[profile].clone())
+        Ok(map[&key].clone())
     }
 
     /// The first of `profiles` this repository's config has (the last
@@ -96,7 +97,14 @@ impl ContentSaver {
     /// Chunk `reader` to its end and submit every chunk. `label` names the
     /// stream in errors. With `hash`, also BLAKE3 the whole stream.
     pub fn save(&self, reader: impl Read, profile: &str, label: &str, hash: bool) -> Result<Content> {
-        let chunker = self.chunker(profile)?;
+        self.save_scaled(reader, profile, 0, label, hash)
+    }
+
+    /// `save` with the profile's chunk sizes multiplied by 4^`scale`. The
+    /// caller keeps `scale` (in its manifest) and uses it again for the
+    /// same stream, or the stream stops deduplicating.
+    pub fn save_scaled(&self, reader: impl Read, profile: &str, scale: u8, label: &str, hash: bool) -> Result<Content> {
+        let chunker = self.chunker(profile, scale)?;
         let mut hasher = hash.then(blake3::Hasher::new);
         let mut tickets = Vec::new();
         let mut size = 0u64;

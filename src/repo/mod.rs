@@ -19,6 +19,8 @@ pub mod repository;
 pub mod retention;
 pub mod saver;
 pub mod sysinfo;
+#[cfg(test)]
+pub mod test_support;
 
 pub use error::{Error, Result};
 pub use id::Id;

@@ -184,14 +184,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::repo::archiver::{SnapshotMeta, SnapshotWriter};
     use crate::repo::backend::{Backend, BackendResult, FileInfo, FileKind, MemoryBackend};
-    use crate::repo::crypto::KdfParams;
-    use crate::repo::format::snapshot::Source;
-    use crate::repo::format::tree::{Node, NodeKind};
-    use crate::repo::ops::walk;
-    use crate::repo::repository::InitOptions;
-    use crate::repo::saver::Progress;
+    use crate::repo::format::tree::Node;
+    use crate::repo::test_support::{store_file_with, test_repo};
 
     /// A backend where reading from one offset takes a while.
     struct SlowReads {
@@ -229,12 +224,6 @@ mod tests {
         }
     }
 
-    fn test_repo(backend: Arc<dyn Backend>) -> Arc<Repository> {
-        let kdf = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
-        let opts = InitOptions { kdf, pack_size: 4 << 20, compression_level: 1 };
-        Arc::new(Repository::init(backend, b"pw", &opts).unwrap())
-    }
-
     /// 7 MB of noise whose last megabyte repeats its first.
     fn test_data() -> Vec<u8> {
         let mut x = 7u64;
@@ -253,17 +242,7 @@ mod tests {
 
     /// Store `data` as one file in small chunks; its node.
     fn store_file(repo: &Arc<Repository>, data: &[u8]) -> Node {
-        let mut w = SnapshotWriter::new(repo.clone(), Arc::new(Progress::default())).unwrap();
-        w.add_file(vec![b"f".to_vec()], Node::new(b"f", NodeKind::File), data, "small").unwrap();
-        let meta = SnapshotMeta {
-            time: None,
-            host: None,
-            tags: vec![],
-            source: Source::Stdin { name: "f".into() },
-            extra: serde_json::Value::Null,
-        };
-        let (_, snap) = w.finish(meta).unwrap();
-        walk::find_node(repo, &snap.tree, &[b"f".to_vec()]).unwrap().unwrap()
+        store_file_with(repo, |w| w.content_saver().save(data, "small", "f", false).unwrap())
     }
 
     /// Blobs come back whole and in order whatever the sink's pace, with

@@ -166,12 +166,21 @@ impl Repository {
     }
 
     pub fn chunker(&self, profile: &str) -> Result<Chunker> {
+        self.scaled_chunker(profile, 0)
+    }
+
+    /// The chunker of `profile` with its sizes multiplied by 4^`scale`.
+    pub fn scaled_chunker(&self, profile: &str, scale: u8) -> Result<Chunker> {
         let params = self
             .config
             .chunker
             .get(profile)
-            .ok_or_else(|| Error::Invalid(format!("no chunker profile {profile:?} in this repository")))?;
-        Ok(Chunker::new(*params, self.gear.clone()))
+            .ok_or_else(|| Error::Invalid(format!("no chunker profile {profile:?} in this repository")))?
+            .scaled(scale);
+        params
+            .validate()
+            .map_err(|e| Error::Invalid(format!("chunker profile {profile:?} scaled by 4^{scale}: {e}")))?;
+        Ok(Chunker::new(params, self.gear.clone()))
     }
 
     /// Rewrite the config (e.g. a saved retention policy). Same key, same id.

@@ -1,6 +1,7 @@
 //! `snap create` of a project: the database streams (and Storage objects)
 //! written into one snapshot through the engine's snapshot writer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -80,16 +81,37 @@ impl StorageObserver for Observer<'_> {
     }
 }
 
+/// The newest earlier snapshot of this project that holds `part`.
+fn newest_with_part<'s>(snapshots: &'s [(Id, Snapshot)], identity: &str, part: &str) -> Option<&'s Snapshot> {
+    snapshots.iter().rev().map(|(_, s)| s).find(|s| {
+        matches!(&s.source, Source::Project { url } if url == identity)
+            && s.extra["parts"].as_array().is_some_and(|p| p.iter().any(|x| x == part))
+    })
+}
+
+/// The chunk scale of each table stream (by path) in the newest earlier
+/// snapshot of the database, so that a table keeps deduplicating.
+fn previous_chunk_scales(snapshots: &[(Id, Snapshot)], identity: &str) -> HashMap<String, u8> {
+    let Some(snap) = newest_with_part(snapshots, identity, "db") else { return HashMap::new() };
+    let tables = snap.extra["database"]["tables"].as_array().map(Vec::as_slice).unwrap_or_default();
+    tables
+        .iter()
+        .filter_map(|t| {
+            let scale = t["chunk_scale"].as_u64().unwrap_or(0);
+            Some((t["path"].as_str()?.to_string(), u8::try_from(scale).ok()?))
+        })
+        .collect()
+}
+
 /// Objects of the newest earlier snapshot of this project that holds
 /// Storage, for incremental backups.
-fn previous_objects(repo: &Repository, identity: &str) -> SupabaseResult<PreviousObjects> {
-    let (snapshots, _) = repo.list_snapshots()?;
-    let prev = snapshots.iter().rev().find(|(_, s)| {
-        matches!(&s.source, Source::Project { url } if url == identity)
-            && s.extra["parts"].as_array().is_some_and(|p| p.iter().any(|x| x == "storage"))
-    });
+fn previous_objects(
+    repo: &Repository,
+    snapshots: &[(Id, Snapshot)],
+    identity: &str,
+) -> SupabaseResult<PreviousObjects> {
     let mut map = PreviousObjects::new();
-    let Some((_, snap)) = prev else { return Ok(map) };
+    let Some(snap) = newest_with_part(snapshots, identity, "storage") else { return Ok(map) };
     walk::visit(repo, &snap.tree, &mut Vec::new(), &mut |path, node| {
         if path.len() == 1 {
             return Ok(path[0] == b"storage");
@@ -117,6 +139,7 @@ pub fn backup_project(
     let started = Utc::now();
     let mtime_ns = started.timestamp_nanos_opt().unwrap_or(0);
 
+    let (earlier, _) = repo.list_snapshots()?;
     let mut writer = SnapshotWriter::new(repo.clone(), progress)?;
     let mut db_manifest = None;
     if let Some(db) = project.db.as_ref().filter(|_| opts.parts.db()) {
@@ -125,7 +148,11 @@ pub fn backup_project(
             runtime.handle(),
             db,
             &saver,
-            &DbOptions { jobs: opts.jobs, exclude_tables: opts.exclude_tables.clone() },
+            &DbOptions {
+                jobs: opts.jobs,
+                exclude_tables: opts.exclude_tables.clone(),
+                previous_chunk_scales: previous_chunk_scales(&earlier, &project.identity()),
+            },
             &observer,
         )?;
         drop(saver);
@@ -145,7 +172,7 @@ pub fn backup_project(
     let mut storage_manifest = None;
     if let Some(st) = project.storage.as_ref().filter(|_| opts.parts.storage()) {
         let client = StorageClient::new(&st.url, &st.service_key).map_err(|e| SupabaseError::Storage(e.to_string()))?;
-        let previous = previous_objects(&repo, &project.identity())?;
+        let previous = previous_objects(&repo, &earlier, &project.identity())?;
         let saver = writer.content_saver();
         let sopts = StorageOptions {
             concurrency: opts.storage_concurrency,

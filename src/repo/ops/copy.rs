@@ -19,6 +19,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::super::archiver::{display_path, SnapshotMeta, SnapshotWriter};
+use super::super::chunker::MAX_SCALE;
 use super::super::error::{Error, Result};
 use super::super::format::config::{PROFILE_DEFAULT, PROFILE_LINES, PROFILE_SMALL};
 use super::super::format::snapshot::{CopiedFrom, Snapshot};
@@ -167,13 +168,14 @@ fn learn(
     Ok(())
 }
 
-/// The chunker profile a file was most likely cut with: the line profile
-/// when every chunk but the last fits its maximum and the first ones all
-/// end a line, else the small profile when they fit its maximum. A wrong
-/// guess costs only deduplication, never correctness.
-fn guess_profile(src: &Repository, dst: &Repository, content: &[Id]) -> Result<&'static str> {
+/// The chunker profile (and scale) a file was most likely cut with: the
+/// line profile at the smallest scale whose maximum every chunk but the
+/// last fits, when the first chunks all end a line; else the small
+/// profile when they fit its maximum. A wrong guess costs only
+/// deduplication, never correctness.
+fn guess_profile(src: &Repository, dst: &Repository, content: &[Id]) -> Result<(&'static str, u8)> {
     if content.len() < 2 {
-        return Ok(PROFILE_DEFAULT);
+        return Ok((PROFILE_DEFAULT, 0));
     }
     let inner = &content[..content.len() - 1];
     let largest = {
@@ -181,19 +183,23 @@ fn guess_profile(src: &Repository, dst: &Repository, content: &[Id]) -> Result<&
         inner.iter().map(|id| index.get(id).map_or(u32::MAX, |l| l.raw_length)).max().unwrap_or(0)
     };
     let config = dst.config();
-    if config.chunker.get(PROFILE_LINES).is_some_and(|lines| largest <= lines.max_size) {
-        let mut ends_lines = true;
+    let line_scale = config.chunker.get(PROFILE_LINES).and_then(|lines| {
+        (0..=MAX_SCALE).find(|&k| largest <= lines.scaled(k).max_size && lines.scaled(k).validate().is_ok())
+    });
+    let ends_lines = || -> Result<bool> {
+        let mut ends = true;
         for id in inner.iter().take(4) {
-            ends_lines &= src.read_blob(id)?.last() == Some(&b'\n');
+            ends &= src.read_blob(id)?.last() == Some(&b'\n');
         }
-        if ends_lines {
-            return Ok(PROFILE_LINES);
-        }
+        Ok(ends)
+    };
+    let small_fits = config.chunker.get(PROFILE_SMALL).is_some_and(|small| largest <= small.max_size);
+    match line_scale {
+        Some(0) if ends_lines()? => Ok((PROFILE_LINES, 0)),
+        _ if small_fits => Ok((PROFILE_SMALL, 0)),
+        Some(k) if k > 0 && ends_lines()? => Ok((PROFILE_LINES, k)),
+        _ => Ok((PROFILE_DEFAULT, 0)),
     }
-    if config.chunker.get(PROFILE_SMALL).is_some_and(|small| largest <= small.max_size) {
-        return Ok(PROFILE_SMALL);
-    }
-    Ok(PROFILE_DEFAULT)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -229,9 +235,9 @@ fn copy_tree(
                 } else {
                     counts.0 += 1;
                     let label = display_path(path);
-                    let profile = guess_profile(src, dst, &node.content)?;
+                    let (profile, scale) = guess_profile(src, dst, &node.content)?;
                     let stream = BlobStream::open(src.clone(), node.content.clone(), threads);
-                    let content = writer.content_saver().save(stream, profile, &label, false)?;
+                    let content = writer.content_saver().save_scaled(stream, profile, scale, &label, false)?;
                     if content.size != node.size {
                         return Err(Error::Invalid(format!(
                             "{label}: read {} bytes from the source but the snapshot records {}",
@@ -245,4 +251,35 @@ fn copy_tree(
         path.pop();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::test_support::{memory_repo, store_file_with};
+
+    /// Rows of about 100 bytes, `n` of them.
+    fn rows(n: usize) -> Vec<u8> {
+        (0..n).flat_map(|i| format!("{i}\t{}\t{}\n", i % 97, "x".repeat(80 + i % 13)).into_bytes()).collect()
+    }
+
+    /// A copy re-cuts a file as it was cut: line profile at its scale,
+    /// small profile, or the default one.
+    #[test]
+    fn the_profile_and_scale_a_file_was_cut_with_are_recognised() {
+        let (src, dst) = (memory_repo(), memory_repo());
+        let data = rows(60_000);
+        for scale in 0..=MAX_SCALE {
+            let node = store_file_with(&src, |w| {
+                w.content_saver().save_scaled(&data[..], PROFILE_LINES, scale, "rows", false).unwrap()
+            });
+            assert!(node.content.len() > 4, "scale {scale}: {} chunks", node.content.len());
+            assert_eq!(guess_profile(&src, &dst, &node.content).unwrap(), (PROFILE_LINES, scale));
+        }
+        let node = store_file_with(&src, |w| w.content_saver().save(&data[..], PROFILE_SMALL, "rows", false).unwrap());
+        assert_eq!(guess_profile(&src, &dst, &node.content).unwrap(), (PROFILE_SMALL, 0));
+        let node =
+            store_file_with(&src, |w| w.content_saver().save(&data[..], PROFILE_DEFAULT, "rows", false).unwrap());
+        assert_eq!(guess_profile(&src, &dst, &node.content).unwrap(), (PROFILE_DEFAULT, 0));
+    }
 }
