@@ -379,6 +379,7 @@ fn cmd_create(ctx: &Context, a: &args::CreateArgs) -> CliResult {
     };
     let report = if let Some(name) = &a.stdin {
         meta.source = Source::Stdin { name: name.clone() };
+        crate::repo::sysinfo::enlarge_pipe(&std::io::stdin());
         create::create_from_reader(repo.clone(), progress, name, std::io::stdin().lock(), meta)?
     } else if let Some(name) = &a.stdin_from_command {
         meta.source = Source::Command { name: name.clone(), command: a.command.clone() };
@@ -610,6 +611,7 @@ fn cmd_dump(ctx: &Context, spec: &str, path: &str) -> CliResult {
     let repo = ctx.open()?;
     let (_, snap) = repo.find_snapshot(spec)?;
     let stdout = std::io::stdout();
+    crate::repo::sysinfo::enlarge_pipe(&stdout);
     let mut lock = stdout.lock();
     restore::dump(&repo, &snap, path, &mut lock)?;
     Ok(exit::OK)

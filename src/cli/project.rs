@@ -388,6 +388,7 @@ pub fn cmd_dump_table(ctx: &Context, spec: &str, table: &str, format: &str) -> C
         .map(String::from)
         .ok_or_else(|| CliError::new(exit::NOT_FOUND, format!("the snapshot has no rows of table {table}")))?;
     let stdout = std::io::stdout();
+    crate::repo::sysinfo::enlarge_pipe(&stdout);
     let lock = stdout.lock();
     let fmt = match format {
         "copy" => None,

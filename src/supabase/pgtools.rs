@@ -113,6 +113,7 @@ impl ChildStream {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| SupabaseError::Tool(format!("cannot start {label}: {e}")))?;
         let stdout = child.stdout.take().expect("piped stdout");
+        crate::repo::sysinfo::enlarge_pipe(&stdout);
         let mut err = child.stderr.take().expect("piped stderr");
         let stderr = std::thread::spawn(move || {
             let mut s = String::new();

@@ -422,6 +422,7 @@ pub fn create_from_command(
         .spawn()
         .map_err(|e| Error::SourceFailed(format!("cannot run {program}: {e}")))?;
     let stdout = child.stdout.take().expect("stdout piped");
+    super::super::sysinfo::enlarge_pipe(&stdout);
     let mut writer = SnapshotWriter::new(repo, progress)?;
     let added = writer.add_file(vec![name.as_bytes().to_vec()], stream_node(name), stdout, PROFILE_DEFAULT);
     let status = child.wait().map_err(|e| Error::SourceFailed(format!("waiting for {program}: {e}")))?;
