@@ -197,6 +197,11 @@ fn second_backup_of_slightly_changed_data_adds_little() {
     let third = env.create(&[src.to_str().unwrap()]);
     assert_eq!(third["chunks_new"], 0);
     assert!(third["bytes_added"].as_u64().unwrap() < 2_000, "{third}");
+    // Read again (cut on two threads, as large files already stored are),
+    // it is cut exactly as before.
+    let forced = env.create(&[src.to_str().unwrap(), "--force"]);
+    assert_eq!(forced["chunks_new"], 0, "{forced}");
+    assert_eq!(forced["chunks_total"], second["chunks_total"], "{forced}");
 
     let diff = env.snap(&["diff", &first["snapshot_id"].as_str().unwrap()[..10], "latest", "--json"]).ok().json();
     assert_eq!(diff.as_array().unwrap().len(), 1);

@@ -19,6 +19,7 @@
 
 use std::hash::Hasher;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
 use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher13;
@@ -222,7 +223,119 @@ impl Chunker {
     }
 
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
-        ChunkStream { chunker: self, reader, buf: Vec::new(), pos: 0, end: 0, eof: false }
+        ChunkStream {
+            chunker: self,
+            reader,
+            buf: Vec::new(),
+            pos: 0,
+            end: 0,
+            eof: false,
+            offset: 0,
+            hints: None,
+            planned_chunks: 0,
+        }
+    }
+
+    /// `stream`, taking cut points from `hints` where they continue the
+    /// stream's own chain of cuts: the same chunks, with less of the gear
+    /// hash computed on this thread.
+    pub fn stream_with_hints<R: Read>(&self, reader: R, hints: CutHints) -> ChunkStream<'_, R> {
+        ChunkStream { hints: Some(hints), ..self.stream(reader) }
+    }
+
+    /// Cut `reader`, the same bytes as a stream from its offset `start`
+    /// on, and send the end offsets of its chunks, in order and in small
+    /// batches, until its end, a read error, `stop`, or the receiver
+    /// hanging up. Run on another thread ahead of a `stream_with_hints`
+    /// reader of the same bytes: a chain of cuts started anywhere soon
+    /// meets the chain started at 0 (a cut depends only on the bytes from
+    /// the previous cut on), and from there on the two are the same.
+    pub fn plan_cuts(
+        &self,
+        reader: impl Read,
+        start: u64,
+        hints: &crossbeam_channel::Sender<Vec<u64>>,
+        stop: &AtomicBool,
+    ) {
+        let mut stream = self.stream(reader);
+        stream.offset = start;
+        let mut batch = Vec::new();
+        while !stop.load(AtomicOrdering::Relaxed) {
+            if stream.fill().is_err() {
+                break;
+            }
+            let rest = &stream.buf[stream.pos..stream.end];
+            if rest.is_empty() {
+                break;
+            }
+            let len = self.cut(rest);
+            stream.pos += len;
+            stream.offset += len as u64;
+            batch.push(stream.offset);
+            if batch.len() >= PLAN_BATCH && hints.send(std::mem::take(&mut batch)).is_err() {
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = hints.send(batch);
+        }
+    }
+}
+
+/// Cut offsets are handed over this many at a time.
+const PLAN_BATCH: usize = 4;
+
+/// Cut points planned by `Chunker::plan_cuts` on another thread.
+pub struct CutHints {
+    planned: crossbeam_channel::Receiver<Vec<u64>>,
+    /// Planned offsets not yet passed by the reader, ascending.
+    queue: std::collections::VecDeque<u64>,
+    /// The last offset planned so far.
+    planned_up_to: u64,
+    /// Tells the planner to give up when the reader is done (or has
+    /// overtaken it).
+    stop: std::sync::Arc<AtomicBool>,
+}
+
+impl CutHints {
+    /// Hints from a planner that starts at offset `start`.
+    pub fn new(
+        planned: crossbeam_channel::Receiver<Vec<u64>>,
+        stop: std::sync::Arc<AtomicBool>,
+        start: u64,
+    ) -> CutHints {
+        CutHints { planned, queue: std::collections::VecDeque::new(), planned_up_to: start, stop }
+    }
+
+    /// The planned cut after `offset`, if `offset` is itself a planned cut
+    /// (the reader's chain has met the planner's). Offsets before it are
+    /// dropped. A planner left far behind only duplicates the reader's
+    /// work, so it is stopped.
+    fn next_after(&mut self, offset: u64) -> Option<u64> {
+        while let Ok(batch) = self.planned.try_recv() {
+            self.queue.extend(batch);
+            self.planned_up_to = self.queue.back().copied().unwrap_or(self.planned_up_to);
+        }
+        while self.queue.front().is_some_and(|&c| c < offset) {
+            self.queue.pop_front();
+        }
+        if self.queue.is_empty() && self.planned_up_to + OVERTAKEN < offset {
+            self.stop.store(true, AtomicOrdering::Relaxed);
+        }
+        match (self.queue.front(), self.queue.get(1)) {
+            (Some(&here), Some(&next)) if here == offset => Some(next),
+            _ => None,
+        }
+    }
+}
+
+/// How far the reader may run ahead of its planner before the planner is
+/// stopped.
+const OVERTAKEN: u64 = 16 << 20;
+
+impl Drop for CutHints {
+    fn drop(&mut self) {
+        self.stop.store(true, AtomicOrdering::Relaxed);
     }
 }
 
@@ -243,9 +356,20 @@ pub struct ChunkStream<'a, R> {
     pos: usize,
     end: usize,
     eof: bool,
+    /// Stream offset of `buf[pos]`.
+    offset: u64,
+    hints: Option<CutHints>,
+    /// Chunks cut where `hints` said.
+    planned_chunks: u64,
 }
 
 impl<R: Read> ChunkStream<'_, R> {
+    /// From here on, take cut points from `hints` where they continue this
+    /// stream's chain (see `Chunker::stream_with_hints`).
+    pub fn set_hints(&mut self, hints: CutHints) {
+        self.hints = Some(hints);
+    }
+
     fn fill(&mut self) -> io::Result<()> {
         let max = self.chunker.params.max_size as usize;
         // Read in large pieces even for small chunks: fewer reads, and the
@@ -285,9 +409,20 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
         if rest.is_empty() {
             return None;
         }
-        let len = self.chunker.cut(rest);
+        let params = &self.chunker.params;
+        let planned = self.hints.as_mut().and_then(|h| h.next_after(self.offset)).and_then(|next| {
+            // A planner that read other bytes (the file changed) could
+            // plan any length: only lengths a cut could have are taken.
+            let len = usize::try_from(next - self.offset).ok()?;
+            let whole = len == rest.len() && self.eof;
+            ((len >= params.min_size as usize || whole) && len <= (params.max_size as usize).min(rest.len()))
+                .then_some(len)
+        });
+        self.planned_chunks += u64::from(planned.is_some());
+        let len = planned.unwrap_or_else(|| self.chunker.cut(rest));
         let chunk = rest[..len].to_vec();
         self.pos += len;
+        self.offset += len as u64;
         Some(Ok(chunk))
     }
 }
@@ -479,5 +614,55 @@ mod tests {
             prop_assert_eq!(whole.concat(), data);
             prop_assert_eq!(whole, trickled);
         }
+
+        /// With a planner started anywhere, the chunks are exactly one
+        /// thread's; with a planner that read other bytes (a file changed
+        /// under it) they still hold the input, within the size bounds.
+        #[test]
+        fn planned_cuts_change_nothing(len in 1usize..400_000, seed in any::<u64>(), at in 0.0f64..1.0, changed in any::<bool>()) {
+            let data = pseudo_random(len, seed);
+            let c = Chunker::new(small(), GearTables::derive(&[5; 32]));
+            let alone: Vec<Vec<u8>> = c.stream(&data[..]).map(|c| c.unwrap()).collect();
+            let start = ((len as f64 * at) as usize).min(len - 1);
+            let mut planned_from = data[start..].to_vec();
+            if changed {
+                for b in planned_from.iter_mut().step_by(997) {
+                    *b ^= 0x5a;
+                }
+            }
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let stop = std::sync::Arc::new(AtomicBool::new(false));
+            c.plan_cuts(&planned_from[..], start as u64, &tx, &stop);
+            let hinted: Vec<Vec<u8>> =
+                c.stream_with_hints(&data[..], CutHints::new(rx, stop.clone(), start as u64)).map(|c| c.unwrap()).collect();
+            prop_assert!(stop.load(AtomicOrdering::Relaxed), "the planner is told to stop when the reader is done");
+            prop_assert_eq!(hinted.concat(), data);
+            for ch in &hinted[..hinted.len() - 1] {
+                prop_assert!(ch.len() >= 1024 && ch.len() <= 16 * 1024, "{}", ch.len());
+            }
+            if !changed {
+                prop_assert_eq!(hinted, alone);
+            }
+        }
+    }
+
+    /// The reader's chain meets the planner's within a few chunks, after
+    /// which every cut is the planner's.
+    #[test]
+    fn a_planner_takes_over_soon_after_its_start() {
+        let data = pseudo_random(2_000_000, 11);
+        let c = Chunker::new(small(), GearTables::derive(&[6; 32]));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        c.plan_cuts(&data[500_000..], 500_000, &tx, &stop);
+        let mut stream = c.stream_with_hints(&data[..], CutHints::new(rx, stop, 500_000));
+        let mut after_start = 0;
+        let mut offset = 0;
+        for chunk in stream.by_ref() {
+            offset += chunk.unwrap().len();
+            after_start += usize::from(offset > 500_000);
+        }
+        assert!(after_start > 300, "{after_start}");
+        assert!(stream.planned_chunks + 4 >= after_start as u64, "{} of {after_start}", stream.planned_chunks);
     }
 }

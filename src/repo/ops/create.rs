@@ -275,7 +275,7 @@ fn read_file(saver: &ContentSaver, path: &Path) -> FileRead {
         Err(e) => return Ok(Err(e)),
     };
     let label = path.display().to_string();
-    saver.save(file, PROFILE_DEFAULT, &label, false).map(Ok).map_err(|e| match e {
+    saver.save_file(&file, PROFILE_DEFAULT, &label).map(Ok).map_err(|e| match e {
         Error::Io { source, .. } => Error::io(path.display(), source),
         other => other,
     })
