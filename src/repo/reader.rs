@@ -58,6 +58,10 @@ pub fn for_each_blob_ordered(
     let threads = threads.max(1);
     // Counted in blobs: at most this many decoded blobs are held or in flight.
     let window = threads * RUN_MAX_BLOBS;
+    // Also bounded in bytes: a dump's chunks average 2 MiB, and 16 of them
+    // decoded at once (plus a run's overshoot) made a restore's peak heap
+    // 50 MB, above the Argon2id floor of every command (heaptrack).
+    let window_bytes = threads as u64 * 2 * RUN_MAX_BYTES;
     std::thread::scope(|s| {
         let (job_tx, job_rx) = bounded::<Vec<(usize, Id, BlobLocation)>>(threads * 2);
         // Room for every outstanding blob (a run may overshoot the window by one
@@ -88,15 +92,22 @@ pub fn for_each_blob_ordered(
         drop(res_tx);
         let mut next_submit = 0;
         let mut next_emit = 0;
+        // Plaintext bytes asked for and not yet handed to `sink`.
+        let mut in_flight = 0u64;
         let mut held: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
         let result = (|| {
             while next_emit < ids.len() {
-                while next_submit < ids.len() && next_submit < next_emit + window {
+                while next_submit < ids.len()
+                    && next_submit < next_emit + window
+                    && (in_flight < window_bytes || next_submit == next_emit)
+                {
                     let run = next_run(repo, ids, next_submit)?;
                     next_submit += run.len();
+                    in_flight += run.iter().map(|(_, _, loc)| u64::from(loc.raw_length)).sum::<u64>();
                     job_tx.send(run).map_err(|_| Error::Invalid("blob reader stopped".into()))?;
                 }
                 while let Some(data) = held.remove(&next_emit) {
+                    in_flight = in_flight.saturating_sub(data.len() as u64);
                     sink(data)?;
                     next_emit += 1;
                 }
