@@ -143,7 +143,8 @@ impl ContentSaver {
             first.iter().all(|c| index.contains(&self.repo.key().blob_id(c)))
         };
         let start = probed + size.saturating_sub(probed) / 4;
-        if !stored || start >= size {
+        let slot = PlannerSlot::take();
+        if !stored || start >= size || slot.is_none() {
             return self.save_chunks(first.into_iter().map(Ok).chain(chunks), label, false);
         }
         let (planned, planner_out) = crossbeam_channel::unbounded();
@@ -195,6 +196,26 @@ impl ContentSaver {
 const PLANNED_FROM: u64 = 32 << 20;
 /// Bytes of a large file's first chunks looked up before it is.
 const PROBE_BYTES: u64 = 4 << 20;
+
+/// Planners running in this process: one at a time, since files are read
+/// several at once and each planner holds a read buffer of its own (8 MiB
+/// for the default profile) to use a core that the other readers share.
+static PLANNERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The right to run a planner, given back when dropped.
+struct PlannerSlot;
+
+impl PlannerSlot {
+    fn take() -> Option<PlannerSlot> {
+        PLANNERS.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok().then_some(PlannerSlot)
+    }
+}
+
+impl Drop for PlannerSlot {
+    fn drop(&mut self) {
+        PLANNERS.store(0, Ordering::Release);
+    }
+}
 
 /// Reads a file from an offset on without moving the file's own offset,
 /// which another reader is using.
