@@ -143,8 +143,8 @@ impl ContentSaver {
             first.iter().all(|c| index.contains(&self.repo.key().blob_id(c)))
         };
         let start = probed + size.saturating_sub(probed) / 4;
-        let slot = PlannerSlot::take();
-        if !stored || start >= size || slot.is_none() {
+        let slot = (stored && start < size).then(PlannerSlot::take).flatten();
+        if slot.is_none() {
             return self.save_chunks(first.into_iter().map(Ok).chain(chunks), label, false);
         }
         let (planned, planner_out) = crossbeam_channel::unbounded();

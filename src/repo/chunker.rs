@@ -261,16 +261,7 @@ impl Chunker {
         stream.offset = start;
         let mut batch = Vec::new();
         while !stop.load(AtomicOrdering::Relaxed) {
-            if stream.fill().is_err() {
-                break;
-            }
-            let rest = &stream.buf[stream.pos..stream.end];
-            if rest.is_empty() {
-                break;
-            }
-            let len = self.cut(rest);
-            stream.pos += len;
-            stream.offset += len as u64;
+            let Ok(Some(_)) = stream.next_cut() else { break };
             batch.push(stream.offset);
             if batch.len() >= PLAN_BATCH && hints.send(std::mem::take(&mut batch)).is_err() {
                 return;
@@ -370,6 +361,32 @@ impl<R: Read> ChunkStream<'_, R> {
         self.hints = Some(hints);
     }
 
+    /// Find the next chunk and step past it: its place in `buf` (valid
+    /// until the next call), or `None` at the end of input. The cut is the
+    /// planner's where it continues this stream's chain, else our own.
+    fn next_cut(&mut self) -> io::Result<Option<(usize, usize)>> {
+        self.fill()?;
+        let rest = &self.buf[self.pos..self.end];
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let params = &self.chunker.params;
+        let planned = self.hints.as_mut().and_then(|h| h.next_after(self.offset)).and_then(|next| {
+            // A planner that read other bytes (the file changed) could
+            // plan any length: only lengths a cut could have are taken.
+            let len = usize::try_from(next - self.offset).ok()?;
+            let whole = len == rest.len() && self.eof;
+            ((len >= params.min_size as usize || whole) && len <= (params.max_size as usize).min(rest.len()))
+                .then_some(len)
+        });
+        self.planned_chunks += u64::from(planned.is_some());
+        let len = planned.unwrap_or_else(|| self.chunker.cut(rest));
+        let start = self.pos;
+        self.pos += len;
+        self.offset += len as u64;
+        Ok(Some((start, len)))
+    }
+
     fn fill(&mut self) -> io::Result<()> {
         let max = self.chunker.params.max_size as usize;
         // Read in large pieces even for small chunks: fewer reads, and the
@@ -402,28 +419,11 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Err(e) = self.fill() {
-            return Some(Err(e));
+        match self.next_cut() {
+            Ok(Some((start, len))) => Some(Ok(self.buf[start..start + len].to_vec())),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
         }
-        let rest = &self.buf[self.pos..self.end];
-        if rest.is_empty() {
-            return None;
-        }
-        let params = &self.chunker.params;
-        let planned = self.hints.as_mut().and_then(|h| h.next_after(self.offset)).and_then(|next| {
-            // A planner that read other bytes (the file changed) could
-            // plan any length: only lengths a cut could have are taken.
-            let len = usize::try_from(next - self.offset).ok()?;
-            let whole = len == rest.len() && self.eof;
-            ((len >= params.min_size as usize || whole) && len <= (params.max_size as usize).min(rest.len()))
-                .then_some(len)
-        });
-        self.planned_chunks += u64::from(planned.is_some());
-        let len = planned.unwrap_or_else(|| self.chunker.cut(rest));
-        let chunk = rest[..len].to_vec();
-        self.pos += len;
-        self.offset += len as u64;
-        Some(Ok(chunk))
     }
 }
 

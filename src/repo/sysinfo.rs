@@ -55,16 +55,16 @@ pub fn enlarge_pipe(fd: &impl std::os::fd::AsRawFd) {
     }
 }
 
-/// The capacity of the pipe behind `fd`, if it is one.
-pub fn pipe_capacity(fd: &impl std::os::fd::AsRawFd) -> Option<usize> {
-    // SAFETY: F_GETPIPE_SZ only reads the pipe's capacity.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    usize::try_from(n).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The capacity of the pipe behind `fd`, if it is one.
+    fn pipe_capacity(fd: &impl std::os::fd::AsRawFd) -> Option<usize> {
+        // SAFETY: F_GETPIPE_SZ only reads the pipe's capacity.
+        let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        usize::try_from(n).ok()
+    }
 
     #[test]
     fn pipes_are_enlarged_and_files_left_alone() {

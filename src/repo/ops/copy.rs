@@ -184,7 +184,10 @@ fn guess_profile(src: &Repository, dst: &Repository, content: &[Id]) -> Result<(
     };
     let config = dst.config();
     let line_scale = config.chunker.get(PROFILE_LINES).and_then(|lines| {
-        (0..=MAX_SCALE).find(|&k| largest <= lines.scaled(k).max_size && lines.scaled(k).validate().is_ok())
+        (0..=MAX_SCALE).find(|&k| {
+            let scaled = lines.scaled(k);
+            largest <= scaled.max_size && scaled.validate().is_ok()
+        })
     });
     let ends_lines = || -> Result<bool> {
         let mut ends = true;
