@@ -8,7 +8,7 @@ use snap::repo::archiver::{SnapshotMeta, SnapshotWriter};
 use snap::repo::backend::MemoryBackend;
 use snap::repo::chunker::{Chunker, ChunkerParams, GearTables};
 use snap::repo::crypto::{KdfParams, MasterKey};
-use snap::repo::format::blob::{decode_blob, BlobEncoder, BlobType};
+use snap::repo::format::blob::{decode_blob, BlobEncoder, BlobType, NoDictionaries};
 use snap::repo::format::index::{IndexBlob, IndexFile, IndexPack};
 use snap::repo::format::snapshot::Source;
 use snap::repo::format::tree::{Node, NodeKind};
@@ -57,7 +57,10 @@ fn stages(c: &mut Criterion) {
         g.bench_function(format!("compress_seal_zstd{level}"), |b| {
             let mut enc = BlobEncoder::new(level);
             b.iter(|| {
-                chunks.iter().map(|c| enc.encode(&key, BlobType::Data, &Id([0; 32]), c).bytes.len()).sum::<usize>()
+                chunks
+                    .iter()
+                    .map(|c| enc.encode(&key, BlobType::Data, &Id([0; 32]), c, None).bytes.len())
+                    .sum::<usize>()
             })
         });
     }
@@ -66,14 +69,16 @@ fn stages(c: &mut Criterion) {
         .iter()
         .map(|c| {
             let id = key.blob_id(c);
-            (id, c.len() as u32, enc.encode(&key, BlobType::Data, &id, c))
+            (id, c.len() as u32, enc.encode(&key, BlobType::Data, &id, c, None))
         })
         .collect();
     g.bench_function("open_decompress_verify", |b| {
         b.iter(|| {
             encoded
                 .iter()
-                .map(|(id, len, e)| decode_blob(&key, BlobType::Data, e.compression, id, *len, &e.bytes).unwrap().len())
+                .map(|(id, len, e)| {
+                    decode_blob(&key, BlobType::Data, e.compression, id, *len, &e.bytes, &NoDictionaries).unwrap().len()
+                })
                 .sum::<usize>()
         })
     });

@@ -383,3 +383,68 @@ fn very_compressible_tables_get_larger_chunks_that_stay_stable() {
     let stream = dump(&env, "db/data/public/accounts.sql");
     assert_eq!(copy_body(&stream), &cluster.copy_out("SELECT * FROM ONLY public.accounts")[..]);
 }
+
+/// A large table of text gets a zstd dictionary, which the next backup
+/// keeps. Renamed and without its first rows, it is a new stream with a
+/// dictionary trained on other rows, while most of its chunks are still
+/// those the first dictionary compressed: with every earlier snapshot
+/// forgotten and pruned, both dictionaries stay, and the table reads back
+/// as its COPY.
+#[test]
+fn large_text_tables_are_compressed_with_a_dictionary_that_prune_keeps() {
+    let cluster = Cluster::fresh_project();
+    cluster.psql_as(
+        "postgres",
+        "CREATE TABLE public.articles (id int PRIMARY KEY, body text);
+         INSERT INTO public.articles
+         SELECT g, string_agg(substr(md5(w::text), 1, 3 + w % 6), ' ' ORDER BY k)
+         FROM (SELECT g, k, abs(('x' || substr(md5((g * 40 + k)::text), 1, 8))::bit(32)::int) % 300 AS w
+               FROM generate_series(1, 20000) g, generate_series(1, 40) k) s
+         GROUP BY g;
+         ANALYZE public.articles;",
+    );
+    let env = Env::new();
+    let dictionary_of = |env: &Env, name: &str| -> Option<String> {
+        let show = env.snap(&["show", "latest", "--json"]).ok().json();
+        let tables = show["extra"]["database"]["tables"].as_array().unwrap().clone();
+        let t = tables.iter().find(|t| t["name"] == name).unwrap_or_else(|| panic!("no table {name}"));
+        t["dictionary"].as_str().map(str::to_string)
+    };
+    let dictionaries = |env: &Env| env.snap(&["stats", "--json"]).ok().json()["dictionary_blobs"].as_u64().unwrap();
+    let backup = |env: &Env| project_env(env, &cluster, "postgres", &["create", "--only", "db", "--json"]).ok().json();
+    let same_as_table = |env: &Env, name: &str| {
+        let stream = dump(env, &format!("db/data/public/{name}.sql"));
+        assert!(copy_body(&stream) == &cluster.copy_out(&format!("SELECT * FROM ONLY public.{name}"))[..], "{name}");
+    };
+
+    let first_snapshot = backup(&env)["snapshot_id"].as_str().unwrap().to_string();
+    let first = dictionary_of(&env, "articles").expect("a dictionary for a 6 MB table of text");
+    assert_eq!(dictionary_of(&env, "users"), None);
+    assert_eq!(dictionaries(&env), 1);
+    same_as_table(&env, "articles");
+
+    cluster.psql_as("postgres", "UPDATE public.articles SET body = body || ' edited' WHERE id = 15000;");
+    let second = backup(&env);
+    assert_eq!(dictionary_of(&env, "articles").as_deref(), Some(&first[..]));
+    assert!(second["bytes_added"].as_u64().unwrap() < 100_000, "{second}");
+
+    cluster.psql_as(
+        "postgres",
+        "ALTER TABLE public.articles RENAME TO posts; DELETE FROM public.posts WHERE id <= 4000; ANALYZE public.posts;",
+    );
+    let third = backup(&env);
+    let newer = dictionary_of(&env, "posts").expect("a dictionary");
+    assert!(third["bytes_added"].as_u64().unwrap() < 400_000, "most chunks are stored already: {third}");
+    let third = third["snapshot_id"].as_str().unwrap().to_string();
+    assert_ne!(newer, first, "trained on other rows");
+    assert_eq!(dictionaries(&env), 2);
+
+    let second_snapshot = second["snapshot_id"].as_str().unwrap();
+    env.snap(&["forget", &first_snapshot[..8], &second_snapshot[..8]]).ok();
+    env.snap(&["prune", "--no-forget", "--max-unused", "0%"]).ok();
+    assert_eq!(env.snap(&["snapshots", "--json"]).ok().json().as_array().unwrap().len(), 1);
+    assert_eq!(dictionaries(&env), 2);
+    env.snap(&["check", "--read-data"]).ok();
+    same_as_table(&env, "posts");
+    env.snap(&["show", &third[..8]]).ok();
+}

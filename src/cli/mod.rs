@@ -554,6 +554,10 @@ fn cmd_stats(ctx: &Context) -> CliResult {
         println!("packs:                {} ({})", s.packs, bytes(s.pack_bytes));
         println!("index files:          {} ({})", s.index_files, bytes(s.index_bytes));
         println!("blobs:                {} data, {} tree", s.data_blobs, s.tree_blobs);
+        if s.dictionary_blobs > 0 {
+            // Kept by prune for the repository's life (docs/FORMAT.md §8).
+            println!("dictionaries:         {} ({})", s.dictionary_blobs, bytes(s.dictionary_bytes));
+        }
         println!("unique data:          {} raw, {} stored", bytes(s.unique_raw_bytes), bytes(s.unique_stored_bytes));
         println!("all snapshots read:   {}", bytes(s.snapshots_bytes_read));
         if s.unique_stored_bytes > 0 {

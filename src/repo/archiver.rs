@@ -20,7 +20,7 @@ use crossbeam_channel::{bounded, Sender};
 
 use super::chunker::{Chunker, CutHints};
 use super::error::{Error, Result};
-use super::format::blob::BlobType;
+use super::format::blob::{BlobType, Dictionary};
 use super::format::snapshot::{Snapshot, Source, Summary, SNAPSHOT_VERSION};
 use super::format::tree::{Node, NodeKind, Tree};
 use super::id::Id;
@@ -105,7 +105,44 @@ impl ContentSaver {
     /// same stream, or the stream stops deduplicating.
     pub fn save_scaled(&self, reader: impl Read, profile: &str, scale: u8, label: &str, hash: bool) -> Result<Content> {
         let chunker = self.chunker(profile, scale)?;
-        self.save_chunks(chunker.stream(reader), label, hash)
+        self.save_chunks(chunker.stream(reader), label, hash, None)
+    }
+
+    /// `save_scaled`, compressing new chunks with `dictionary` (one the
+    /// caller trained on this stream, or stored for it before).
+    pub fn save_compressed_with(
+        &self,
+        reader: impl Read,
+        profile: &str,
+        scale: u8,
+        dictionary: Option<Arc<Dictionary>>,
+        label: &str,
+    ) -> Result<Content> {
+        let chunker = self.chunker(profile, scale)?;
+        self.save_chunks(chunker.stream(reader), label, false, dictionary)
+    }
+
+    /// `bytes` prepared as a dictionary of this repository (for trying it
+    /// out before storing it), or `None` if zstd cannot use them.
+    pub fn prepare_dictionary(&self, bytes: &[u8]) -> Option<Dictionary> {
+        Dictionary::new(self.repo.key().blob_id(bytes), bytes, self.compression_level())
+    }
+
+    /// Store a dictionary made by `prepare_dictionary` from `bytes`, for
+    /// `save_compressed_with`.
+    pub fn store_dictionary(&self, bytes: Vec<u8>, dictionary: Dictionary) -> Result<Arc<Dictionary>> {
+        let id = self.saver.save_dictionary(bytes)?;
+        debug_assert_eq!(id, dictionary.id);
+        Ok(Arc::new(dictionary))
+    }
+
+    pub fn compression_level(&self) -> i32 {
+        self.repo.config().compression_level
+    }
+
+    /// A dictionary stored by an earlier backup, if the index still has it.
+    pub fn stored_dictionary(&self, id: &Id) -> Option<Arc<Dictionary>> {
+        self.repo.dictionary(id).ok()
     }
 
     /// `save` of a regular file. A large one whose first chunks are all
@@ -124,7 +161,7 @@ impl ContentSaver {
         let chunker = self.chunker(profile, 0)?;
         let mut chunks = chunker.stream(file);
         if size < PLANNED_FROM {
-            return self.save_chunks(chunks, label, false);
+            return self.save_chunks(chunks, label, false, None);
         }
         let mut first = Vec::new();
         let mut probed = 0;
@@ -145,7 +182,7 @@ impl ContentSaver {
         let start = probed + size.saturating_sub(probed) / 4;
         let slot = (stored && start < size).then(PlannerSlot::take).flatten();
         if slot.is_none() {
-            return self.save_chunks(first.into_iter().map(Ok).chain(chunks), label, false);
+            return self.save_chunks(first.into_iter().map(Ok).chain(chunks), label, false, None);
         }
         let (planned, planner_out) = crossbeam_channel::unbounded();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -153,7 +190,7 @@ impl ContentSaver {
             let (chunker, planner_stop) = (&chunker, stop.clone());
             scope.spawn(move || chunker.plan_cuts(ReadAt { file, at: start }, start, &planned, &planner_stop));
             chunks.set_hints(CutHints::new(planner_out, stop, start));
-            self.save_chunks(first.into_iter().map(Ok).chain(chunks), label, false)
+            self.save_chunks(first.into_iter().map(Ok).chain(chunks), label, false, None)
         })
     }
 
@@ -162,6 +199,7 @@ impl ContentSaver {
         chunks: impl Iterator<Item = std::io::Result<Vec<u8>>>,
         label: &str,
         hash: bool,
+        dictionary: Option<Arc<Dictionary>>,
     ) -> Result<Content> {
         let mut hasher = hash.then(blake3::Hasher::new);
         let mut tickets = Vec::new();
@@ -178,7 +216,7 @@ impl ContentSaver {
             batch_bytes += chunk.len();
             batch.push(chunk);
             if batch_bytes >= BATCH_BYTES {
-                tickets.push(self.saver.submit(std::mem::take(&mut batch), BlobType::Data)?);
+                tickets.push(self.saver.submit_with(std::mem::take(&mut batch), BlobType::Data, dictionary.clone())?);
                 batch_bytes = 0;
                 if self.saver.failed() {
                     break;
@@ -186,7 +224,7 @@ impl ContentSaver {
             }
         }
         if !batch.is_empty() {
-            tickets.push(self.saver.submit(batch, BlobType::Data)?);
+            tickets.push(self.saver.submit_with(batch, BlobType::Data, dictionary)?);
         }
         Ok(Content { tickets, size, hash: hasher.map(|h| h.finalize()) })
     }

@@ -43,7 +43,7 @@ impl Entry {
             offset: b.offset,
             length: b.length,
             raw_length: b.raw_length,
-            flags: (b.blob_type as u8) | ((b.compression as u8) << 1),
+            flags: (b.blob_type as u8) | ((b.compression as u8) << 2),
         }
     }
 }
@@ -207,8 +207,9 @@ impl MasterIndex {
         let e = self.find(id)?;
         Some(BlobLocation {
             pack: self.packs[e.pack as usize],
-            blob_type: if e.flags & 1 == 0 { BlobType::Data } else { BlobType::Tree },
-            compression: if e.flags & 2 == 0 { Compression::None } else { Compression::Zstd },
+            // Both were valid enum values when the entry was made.
+            blob_type: BlobType::from_u8(e.flags & 3).unwrap_or(BlobType::Data),
+            compression: Compression::from_u8(e.flags >> 2).unwrap_or(Compression::None),
             offset: e.offset,
             length: e.length,
             raw_length: e.raw_length,
@@ -246,6 +247,11 @@ impl MasterIndex {
     pub fn loaded_at(&self, pos: usize) -> (Id, u32, u32) {
         let e = &self.sorted[pos];
         (e.id, e.pack, e.length)
+    }
+
+    /// Positions of the loaded dictionary blobs.
+    pub fn loaded_dictionaries(&self) -> impl Iterator<Item = usize> + '_ {
+        self.sorted.iter().enumerate().filter(|(_, e)| e.flags & 3 == BlobType::Dictionary as u8).map(|(pos, _)| pos)
     }
 
     /// The pack number `get` reports for `id` (the copy lookups resolve to).

@@ -1,12 +1,15 @@
 //! An opened repository: backend, master key, config, and the index.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::backend::{Backend, FileKind};
 use super::chunker::{Chunker, GearTables};
 use super::crypto::{KdfParams, MasterKey};
 use super::error::{Error, Result};
-use super::format::blob::{decode_blob, BlobType};
+use super::format::blob::{
+    decode_blob, named_dictionary, BlobType, Compression, DecoderDictionary, Dictionaries, Dictionary,
+};
 use super::format::config::Config;
 use super::format::index::IndexFile;
 use super::format::key::KeyFile;
@@ -27,7 +30,13 @@ pub struct Repository {
     gear: GearTables,
     index: RwLock<MasterIndex>,
     index_loaded: std::sync::atomic::AtomicBool,
+    /// Dictionaries read so far, prepared for decoding.
+    dictionaries: Mutex<HashMap<Id, Arc<DecoderDictionary>>>,
 }
+
+/// Decoding dictionaries kept at once; a restore of one project uses one
+/// per large table.
+const DICTIONARY_CACHE: usize = 64;
 
 /// Settings for `init`.
 #[derive(Debug, Clone)]
@@ -89,6 +98,7 @@ impl Repository {
             gear,
             index: RwLock::new(MasterIndex::new()),
             index_loaded: false.into(),
+            dictionaries: Mutex::new(HashMap::new()),
         }
     }
 
@@ -283,7 +293,7 @@ impl Repository {
     }
 
     fn open_stored(&self, id: &Id, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
-        decode_blob(&self.key, loc.blob_type, loc.compression, id, loc.raw_length, stored)
+        decode_blob(&self.key, loc.blob_type, loc.compression, id, loc.raw_length, stored, self)
             .map_err(|e| Error::format(format!("blob {} in pack {}", id.short(), &loc.pack.to_hex()[..16]), e))
     }
 
@@ -302,10 +312,40 @@ impl Repository {
                 let bytes = stored
                     .get(from..from + loc.length as usize)
                     .ok_or_else(|| Error::Invalid(format!("short read of pack {}", &pack[..16])))?;
-                decode_blob(&self.key, loc.blob_type, loc.compression, id, loc.raw_length, bytes)
+                decode_blob(&self.key, loc.blob_type, loc.compression, id, loc.raw_length, bytes, self)
                     .map_err(|e| Error::format(format!("blob {} in pack {}", id.short(), &pack[..16]), e))
             })
             .collect())
+    }
+
+    /// The dictionary blob `id` was compressed with, if any.
+    pub fn dictionary_of(&self, id: &Id) -> Result<Option<Id>> {
+        let loc = self.index().get(id).ok_or(Error::MissingBlob(*id))?;
+        if loc.compression != Compression::ZstdDictionary {
+            return Ok(None);
+        }
+        let stored = self.read_stored(&loc)?;
+        named_dictionary(&self.key, loc.blob_type, loc.compression, id, &stored)
+            .map_err(|e| Error::format(format!("blob {} in pack {}", id.short(), &loc.pack.to_hex()[..16]), e))
+    }
+
+    /// The bytes of a stored dictionary. Dictionaries are compressed
+    /// without one, so reading one never needs another.
+    pub fn read_dictionary(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.index().get(id).ok_or(Error::MissingBlob(*id))?;
+        if loc.blob_type != BlobType::Dictionary || loc.compression == Compression::ZstdDictionary {
+            return Err(Error::Invalid(format!("blob {} is not a dictionary", id.short())));
+        }
+        let stored = self.read_stored(&loc)?;
+        self.open_stored(id, &loc, &stored)
+    }
+
+    /// A stored dictionary, prepared for compressing more data with it.
+    pub fn dictionary(&self, id: &Id) -> Result<Arc<Dictionary>> {
+        let bytes = self.read_dictionary(id)?;
+        Dictionary::new(*id, &bytes, self.config.compression_level)
+            .map(Arc::new)
+            .ok_or_else(|| Error::Invalid(format!("blob {} is not a usable dictionary", id.short())))
     }
 
     pub fn read_tree(&self, id: &Id) -> Result<Tree> {
@@ -448,4 +488,20 @@ impl Repository {
 /// Repository file names are the hex ids of their contents.
 pub fn parse_name(name: &str) -> Result<Id> {
     name.parse().map_err(|_| Error::Invalid(format!("unexpected file name {name:?} in the repository")))
+}
+
+impl Dictionaries for Repository {
+    fn decoder(&self, id: &Id) -> std::result::Result<Arc<DecoderDictionary>, String> {
+        if let Some(d) = self.dictionaries.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(d.clone());
+        }
+        let bytes = self.read_dictionary(id).map_err(|e| e.to_string())?;
+        let decoder = Arc::new(DecoderDictionary::new(&bytes).ok_or("zstd cannot use it as a dictionary")?);
+        let mut cache = self.dictionaries.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= DICTIONARY_CACHE {
+            cache.clear();
+        }
+        cache.insert(*id, decoder.clone());
+        Ok(decoder)
+    }
 }

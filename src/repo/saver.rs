@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::error::{Error, Result};
-use super::format::blob::{BlobEncoder, BlobType};
+use super::format::blob::{BlobEncoder, BlobType, Dictionary};
 use super::format::index::{IndexFile, IndexPack};
 use super::format::pack::PackEntry;
 use super::id::Id;
@@ -94,6 +94,8 @@ struct Job {
     blob_type: BlobType,
     /// Known already (trees, whose id the caller needs at once).
     id: Option<Id>,
+    /// What new data blobs of the batch are compressed with.
+    dictionary: Option<Arc<Dictionary>>,
     reply: Option<Sender<Result<Vec<Saved>>>>,
 }
 
@@ -203,8 +205,18 @@ impl BlobSaver {
     /// Queue chunks; the ticket yields their ids, in order, once hashed
     /// and stored.
     pub fn submit(&self, items: Vec<Vec<u8>>, blob_type: BlobType) -> Result<Ticket> {
+        self.submit_with(items, blob_type, None)
+    }
+
+    /// `submit`, compressing the new blobs with `dictionary`.
+    pub fn submit_with(
+        &self,
+        items: Vec<Vec<u8>>,
+        blob_type: BlobType,
+        dictionary: Option<Arc<Dictionary>>,
+    ) -> Result<Ticket> {
         let (tx, rx) = bounded(1);
-        self.send(Job { items, blob_type, id: None, reply: Some(tx) })?;
+        self.send(Job { items, blob_type, id: None, dictionary, reply: Some(tx) })?;
         Ok(rx)
     }
 
@@ -212,7 +224,17 @@ impl BlobSaver {
     /// it at once; storage happens in the background.
     pub fn save_tree(&self, bytes: Vec<u8>) -> Result<Id> {
         let id = self.shared.repo.key().blob_id(&bytes);
-        self.send(Job { items: vec![bytes], blob_type: BlobType::Tree, id: Some(id), reply: None })?;
+        self.send(Job { items: vec![bytes], blob_type: BlobType::Tree, id: Some(id), dictionary: None, reply: None })?;
+        Ok(id)
+    }
+
+    /// Store a dictionary blob, like a tree: its id at once, stored in the
+    /// background, durable when `finish` returns.
+    pub fn save_dictionary(&self, bytes: Vec<u8>) -> Result<Id> {
+        let id = self.shared.repo.key().blob_id(&bytes);
+        let job =
+            Job { items: vec![bytes], blob_type: BlobType::Dictionary, id: Some(id), dictionary: None, reply: None };
+        self.send(job)?;
         Ok(id)
     }
 
@@ -269,7 +291,8 @@ fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<PackBuilder>) {
                 shared.progress.chunks.fetch_add(1, Ordering::Relaxed);
             }
             if new {
-                store(shared, &mut encoder, packs, job.blob_type, id, data, pack_size);
+                let blob = NewBlob { blob_type: job.blob_type, id, data, dictionary: job.dictionary.as_deref() };
+                store(shared, &mut encoder, packs, blob, pack_size);
             }
             saved.push(Saved { id, new });
         }
@@ -279,18 +302,18 @@ fn worker(shared: &Shared, jobs: &Receiver<Job>, packs: &Sender<PackBuilder>) {
     }
 }
 
-/// Compress, seal and append one new blob to the open pack of its type,
-/// handing the pack to the writer once full.
-fn store(
-    shared: &Shared,
-    encoder: &mut BlobEncoder,
-    packs: &Sender<PackBuilder>,
+struct NewBlob<'a> {
     blob_type: BlobType,
     id: Id,
-    data: &[u8],
-    pack_size: usize,
-) {
-    let encoded = encoder.encode(shared.repo.key(), blob_type, &id, data);
+    data: &'a [u8],
+    dictionary: Option<&'a Dictionary>,
+}
+
+/// Compress, seal and append one new blob to the open pack of its type,
+/// handing the pack to the writer once full.
+fn store(shared: &Shared, encoder: &mut BlobEncoder, packs: &Sender<PackBuilder>, blob: NewBlob, pack_size: usize) {
+    let NewBlob { blob_type, id, data, dictionary } = blob;
+    let encoded = encoder.encode(shared.repo.key(), blob_type, &id, data, dictionary);
     if blob_type == BlobType::Data {
         shared.progress.chunks_new.fetch_add(1, Ordering::Relaxed);
         shared.progress.bytes_new.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -303,7 +326,7 @@ fn store(
         raw_length: data.len() as u32,
     };
     let full = {
-        let mut open = shared.open[blob_type as usize].lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = shared.open[blob_type.pack_slot()].lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = open.push(&shared.repo, entry, &encoded.bytes, pack_size) {
             shared.fail(e);
             return;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::json;
 
-use super::dbdump::{self, DbManifest, DbObserver, DbOptions};
+use super::dbdump::{self, DbManifest, DbObserver, DbOptions, PreviousTable};
 use super::error::{SupabaseError, SupabaseResult};
 use super::project::{Parts, Project};
 use super::storage_api::StorageClient;
@@ -89,16 +89,18 @@ fn newest_with_part<'s>(snapshots: &'s [(Id, Snapshot)], identity: &str, part: &
     })
 }
 
-/// The chunk scale of each table stream (by path) in the newest earlier
-/// snapshot of the database, so that a table keeps deduplicating.
-fn previous_chunk_scales(snapshots: &[(Id, Snapshot)], identity: &str) -> HashMap<String, u8> {
+/// How each table stream (by path) was stored in the newest earlier
+/// snapshot of the database, so that a table keeps deduplicating and
+/// keeps its dictionary.
+fn previous_tables(snapshots: &[(Id, Snapshot)], identity: &str) -> HashMap<String, PreviousTable> {
     let Some(snap) = newest_with_part(snapshots, identity, "db") else { return HashMap::new() };
     let tables = snap.extra["database"]["tables"].as_array().map(Vec::as_slice).unwrap_or_default();
     tables
         .iter()
         .filter_map(|t| {
-            let scale = t["chunk_scale"].as_u64().unwrap_or(0);
-            Some((t["path"].as_str()?.to_string(), u8::try_from(scale).ok()?))
+            let chunk_scale = u8::try_from(t["chunk_scale"].as_u64().unwrap_or(0)).ok()?;
+            let dictionary = t["dictionary"].as_str().and_then(|d| d.parse().ok());
+            Some((t["path"].as_str()?.to_string(), PreviousTable { chunk_scale, dictionary }))
         })
         .collect()
 }
@@ -151,7 +153,7 @@ pub fn backup_project(
             &DbOptions {
                 jobs: opts.jobs,
                 exclude_tables: opts.exclude_tables.clone(),
-                previous_chunk_scales: previous_chunk_scales(&earlier, &project.identity()),
+                previous_tables: previous_tables(&earlier, &project.identity()),
             },
             &observer,
         )?;

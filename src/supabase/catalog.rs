@@ -76,6 +76,9 @@ pub struct Table {
     pub filter: Option<String>,
     pub partition_of: Option<String>,
     pub readable: bool,
+    /// Size of its heap as of the last VACUUM or ANALYZE (0 if never):
+    /// read from pg_class, which takes no lock.
+    pub estimated_bytes: u64,
 }
 
 impl Table {
@@ -119,7 +122,8 @@ pub async fn data_tables(c: &Client) -> SupabaseResult<Vec<Table>> {
                     (SELECT pn.nspname || '.' || pc.relname FROM pg_inherits h
                        JOIN pg_class pc ON pc.oid = h.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
                        WHERE h.inhrelid = c.oid AND c.relispartition LIMIT 1),
-                    has_table_privilege(c.oid, 'SELECT')
+                    has_table_privilege(c.oid, 'SELECT'),
+                    c.relpages::int8 * current_setting('block_size')::int8
              FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace
              LEFT JOIN LATERAL (
@@ -152,6 +156,7 @@ pub async fn data_tables(c: &Client) -> SupabaseResult<Vec<Table>> {
             filter: condition.filter(|c| !c.trim().is_empty()),
             partition_of: r.get(5),
             readable: r.get(6),
+            estimated_bytes: r.get::<_, i64>(7).max(0) as u64,
         });
     }
     Ok(out)

@@ -10,6 +10,9 @@ use super::{malformed, FormatError};
 pub enum BlobType {
     Data = 0,
     Tree = 1,
+    /// A zstd dictionary that data blobs of one stream were compressed
+    /// with (`Compression::ZstdDictionary`).
+    Dictionary = 2,
 }
 
 impl BlobType {
@@ -17,6 +20,7 @@ impl BlobType {
         match b {
             0 => Ok(BlobType::Data),
             1 => Ok(BlobType::Tree),
+            2 => Ok(BlobType::Dictionary),
             _ => Err(malformed("blob", format!("unknown blob type {b}"))),
         }
     }
@@ -24,6 +28,17 @@ impl BlobType {
         match self {
             BlobType::Data => "data",
             BlobType::Tree => "tree",
+            BlobType::Dictionary => "dictionary",
+        }
+    }
+
+    /// Which of the saver's open packs takes blobs of this type: trees
+    /// apart from data, so a restore reads packs of data only;
+    /// dictionaries with the data they serve.
+    pub fn pack_slot(self) -> usize {
+        match self {
+            BlobType::Tree => 1,
+            BlobType::Data | BlobType::Dictionary => 0,
         }
     }
 }
@@ -33,6 +48,9 @@ impl BlobType {
 pub enum Compression {
     None = 0,
     Zstd = 1,
+    /// The payload is the id of a `BlobType::Dictionary` blob followed by
+    /// a zstd frame compressed with that dictionary.
+    ZstdDictionary = 2,
 }
 
 impl Compression {
@@ -40,6 +58,7 @@ impl Compression {
         match b {
             0 => Ok(Compression::None),
             1 => Ok(Compression::Zstd),
+            2 => Ok(Compression::ZstdDictionary),
             _ => Err(malformed("blob", format!("unknown compression {b}"))),
         }
     }
@@ -132,22 +151,97 @@ impl BlobEncoder {
     }
 
     /// Compress when that saves at least 1/32 of the size (else store raw:
-    /// already-compressed media costs nothing to decode), then seal.
-    pub fn encode(&mut self, key: &MasterKey, blob_type: BlobType, id: &Id, plaintext: &[u8]) -> EncodedBlob {
-        let compressor = match self.judge(plaintext) {
-            Verdict::Incompressible => None,
-            Verdict::Fast => Some(&mut self.fast),
-            Verdict::Configured => Some(&mut self.compressor),
+    /// already-compressed media costs nothing to decode), then seal. With a
+    /// `dictionary` (data blobs of a stream it was trained on), compress
+    /// with it: a few KiB of rows carry too little context of their own.
+    pub fn encode(
+        &mut self,
+        key: &MasterKey,
+        blob_type: BlobType,
+        id: &Id,
+        plaintext: &[u8],
+        dictionary: Option<&Dictionary>,
+    ) -> EncodedBlob {
+        let compressed = match (self.judge(plaintext), dictionary) {
+            (Verdict::Incompressible, _) => None,
+            (_, Some(d)) => self.compress_with(d, plaintext).map(|p| (Compression::ZstdDictionary, p)),
+            (Verdict::Fast, None) => self.fast.compress(plaintext).ok().map(|c| (Compression::Zstd, c)),
+            (Verdict::Configured, None) => self.compressor.compress(plaintext).ok().map(|c| (Compression::Zstd, c)),
         };
-        let compressed = compressor
-            .and_then(|c| c.compress(plaintext).ok())
-            .filter(|c| c.len() + plaintext.len() / 32 < plaintext.len());
         let (compression, payload): (Compression, &[u8]) = match &compressed {
-            Some(c) => (Compression::Zstd, c),
-            None => (Compression::None, plaintext),
+            Some((compression, c)) if c.len() + plaintext.len() / 32 < plaintext.len() => (*compression, c),
+            _ => (Compression::None, plaintext),
         };
         let bytes = key.seal(&blob_ad(blob_type, compression, id), payload);
         EncodedBlob { compression, bytes }
+    }
+
+    /// The dictionary's id, then the zstd frame.
+    fn compress_with(&mut self, dictionary: &Dictionary, plaintext: &[u8]) -> Option<Vec<u8>> {
+        let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(plaintext.len()));
+        self.compressor.context_mut().compress_using_cdict(&mut frame, plaintext, &dictionary.cdict).ok()?;
+        let mut payload = Vec::with_capacity(DICTIONARY_ID_LEN + frame.len());
+        payload.extend_from_slice(&dictionary.id.0);
+        payload.extend_from_slice(&frame);
+        Some(payload)
+    }
+}
+
+const DICTIONARY_ID_LEN: usize = 32;
+
+/// A zstd dictionary (stored as a `BlobType::Dictionary` blob under `id`),
+/// prepared for compressing.
+pub struct Dictionary {
+    pub id: Id,
+    cdict: zstd::zstd_safe::CDict<'static>,
+}
+
+impl Dictionary {
+    /// `None` if zstd cannot use `bytes` as a dictionary.
+    pub fn new(id: Id, bytes: &[u8], level: i32) -> Option<Dictionary> {
+        Some(Dictionary { id, cdict: zstd::zstd_safe::CDict::try_create(bytes, level)? })
+    }
+}
+
+/// Compressed size of `pieces`, each compressed on its own at `level`, or
+/// with `dictionary` (prepared at the level it will be used at): what a
+/// caller judges a dictionary by before storing it.
+pub fn compressed_size(pieces: &[&[u8]], level: i32, dictionary: Option<&Dictionary>) -> usize {
+    let Ok(mut compressor) = zstd::bulk::Compressor::new(level) else { return usize::MAX };
+    let mut total = 0;
+    let mut out = Vec::new();
+    for piece in pieces {
+        out.clear();
+        out.reserve(zstd::zstd_safe::compress_bound(piece.len()));
+        let done = match dictionary {
+            Some(d) => compressor.context_mut().compress_using_cdict(&mut out, piece, &d.cdict),
+            None => compressor.context_mut().compress(&mut out, piece, level),
+        };
+        total += done.map_or(piece.len(), |n| n.min(piece.len()));
+    }
+    total
+}
+
+/// A dictionary prepared for decompressing.
+pub struct DecoderDictionary(zstd::zstd_safe::DDict<'static>);
+
+impl DecoderDictionary {
+    pub fn new(bytes: &[u8]) -> Option<DecoderDictionary> {
+        zstd::zstd_safe::DDict::try_create(bytes).map(DecoderDictionary)
+    }
+}
+
+/// Where decoding finds the dictionaries that blobs name.
+pub trait Dictionaries {
+    fn decoder(&self, id: &Id) -> Result<std::sync::Arc<DecoderDictionary>, String>;
+}
+
+/// For decoding where no dictionary can be fetched.
+pub struct NoDictionaries;
+
+impl Dictionaries for NoDictionaries {
+    fn decoder(&self, _id: &Id) -> Result<std::sync::Arc<DecoderDictionary>, String> {
+        Err("no dictionaries are available here".into())
     }
 }
 
@@ -155,20 +249,48 @@ thread_local! {
     /// One decompression context per thread: creating one for every blob
     /// (a large allocation and reset each time) was 45% of the CPU of a
     /// database restore, whose blobs are a few KiB each.
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
         const { std::cell::RefCell::new(None) };
 }
 
-fn decompress(payload: &[u8], raw_length: usize) -> Result<Vec<u8>, FormatError> {
+/// Decompress a frame that must hold exactly `raw_length` bytes (a larger
+/// one fails: nothing beyond that is allocated).
+fn decompress(frame: &[u8], raw_length: usize, dictionary: Option<&DecoderDictionary>) -> Result<Vec<u8>, FormatError> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let decompressor = match slot.as_mut() {
+        let dctx = match slot.as_mut() {
             Some(d) => d,
-            None => slot
-                .insert(zstd::bulk::Decompressor::new().map_err(|e| malformed("blob", format!("zstd context: {e}")))?),
+            None => {
+                slot.insert(zstd::zstd_safe::DCtx::try_create().ok_or_else(|| malformed("blob", "no zstd context"))?)
+            }
         };
-        decompressor.decompress(payload, raw_length).map_err(|e| malformed("blob", format!("zstd: {e}")))
+        let mut out = Vec::with_capacity(raw_length);
+        match dictionary {
+            Some(d) => dctx.decompress_using_ddict(&mut out, frame, &d.0),
+            None => dctx.decompress(&mut out, frame),
+        }
+        .map_err(|code| malformed("blob", format!("zstd: {}", zstd::zstd_safe::get_error_name(code))))?;
+        Ok(out)
     })
+}
+
+/// The dictionary a stored blob was compressed with: named in its sealed
+/// payload, so the blob is opened (not decompressed).
+pub fn named_dictionary(
+    key: &MasterKey,
+    blob_type: BlobType,
+    compression: Compression,
+    id: &Id,
+    stored: &[u8],
+) -> Result<Option<Id>, FormatError> {
+    if compression != Compression::ZstdDictionary {
+        return Ok(None);
+    }
+    let payload = key.open(&blob_ad(blob_type, compression, id), stored)?;
+    let named = payload
+        .first_chunk::<DICTIONARY_ID_LEN>()
+        .ok_or_else(|| malformed("blob", "too short to name its dictionary"))?;
+    Ok(Some(Id(*named)))
 }
 
 /// Open, decompress and check a stored blob against the id it is filed under.
@@ -179,11 +301,22 @@ pub fn decode_blob(
     id: &Id,
     raw_length: u32,
     stored: &[u8],
+    dictionaries: &dyn Dictionaries,
 ) -> Result<Vec<u8>, FormatError> {
     let payload = key.open(&blob_ad(blob_type, compression, id), stored)?;
     let plaintext = match compression {
         Compression::None => payload,
-        Compression::Zstd => decompress(&payload, raw_length as usize)?,
+        Compression::Zstd => decompress(&payload, raw_length as usize, None)?,
+        Compression::ZstdDictionary => {
+            let (dictionary, frame) = payload
+                .split_first_chunk::<DICTIONARY_ID_LEN>()
+                .ok_or_else(|| malformed("blob", "too short to name its dictionary"))?;
+            let dictionary = Id(*dictionary);
+            let decoder = dictionaries
+                .decoder(&dictionary)
+                .map_err(|e| malformed("blob", format!("dictionary {}: {e}", dictionary.short())))?;
+            decompress(frame, raw_length as usize, Some(&decoder))?
+        }
     };
     if plaintext.len() != raw_length as usize {
         return Err(malformed("blob", format!("length {} where the index says {raw_length}", plaintext.len())));
@@ -206,15 +339,18 @@ mod tests {
         getrandom::getrandom(&mut random).unwrap();
         assert_eq!(enc.judge(&random), Verdict::Incompressible);
         let id = k.blob_id(&random);
-        assert_eq!(enc.encode(&k, BlobType::Data, &id, &random).compression, Compression::None);
+        assert_eq!(enc.encode(&k, BlobType::Data, &id, &random, None).compression, Compression::None);
         // Media first, text after: the later samples see the text.
         let mut mixed = random[..512 << 10].to_vec();
         mixed.extend_from_slice(&b"row 1\tsome text\n".repeat(40_000));
         assert_ne!(enc.judge(&mixed), Verdict::Incompressible);
         let id = k.blob_id(&mixed);
-        let e = enc.encode(&k, BlobType::Data, &id, &mixed);
+        let e = enc.encode(&k, BlobType::Data, &id, &mixed, None);
         assert_eq!(e.compression, Compression::Zstd);
-        assert_eq!(decode_blob(&k, BlobType::Data, e.compression, &id, mixed.len() as u32, &e.bytes).unwrap(), mixed);
+        assert_eq!(
+            decode_blob(&k, BlobType::Data, e.compression, &id, mixed.len() as u32, &e.bytes, &NoDictionaries).unwrap(),
+            mixed
+        );
         // Small blobs are always tried whole.
         assert_eq!(enc.judge(&random[..100 << 10]), Verdict::Configured);
     }
@@ -246,9 +382,13 @@ mod tests {
         assert_eq!(enc.judge(&hex), Verdict::Fast);
         for data in [rows.as_bytes(), &hex[..]] {
             let id = k.blob_id(data);
-            let e = enc.encode(&k, BlobType::Data, &id, data);
+            let e = enc.encode(&k, BlobType::Data, &id, data, None);
             assert_eq!(e.compression, Compression::Zstd);
-            assert_eq!(decode_blob(&k, BlobType::Data, e.compression, &id, data.len() as u32, &e.bytes).unwrap(), data);
+            assert_eq!(
+                decode_blob(&k, BlobType::Data, e.compression, &id, data.len() as u32, &e.bytes, &NoDictionaries)
+                    .unwrap(),
+                data
+            );
         }
         // A repository at level 1 never needs the second opinion.
         assert_eq!(BlobEncoder::new(1).judge(rows.as_bytes()), Verdict::Fast);
@@ -260,24 +400,111 @@ mod tests {
         let mut enc = BlobEncoder::new(3);
         let text = b"hello hello hello hello hello hello hello hello".repeat(100);
         let id = k.blob_id(&text);
-        let e = enc.encode(&k, BlobType::Data, &id, &text);
+        let e = enc.encode(&k, BlobType::Data, &id, &text, None);
         assert_eq!(e.compression, Compression::Zstd);
         assert!(e.bytes.len() < text.len() / 4);
-        assert_eq!(decode_blob(&k, BlobType::Data, e.compression, &id, text.len() as u32, &e.bytes).unwrap(), text);
+        assert_eq!(
+            decode_blob(&k, BlobType::Data, e.compression, &id, text.len() as u32, &e.bytes, &NoDictionaries).unwrap(),
+            text
+        );
         // Swapping type or id is detected.
-        assert!(decode_blob(&k, BlobType::Tree, e.compression, &id, text.len() as u32, &e.bytes).is_err());
+        assert!(
+            decode_blob(&k, BlobType::Tree, e.compression, &id, text.len() as u32, &e.bytes, &NoDictionaries).is_err()
+        );
         let other = k.blob_id(b"x");
-        assert!(decode_blob(&k, BlobType::Data, e.compression, &other, text.len() as u32, &e.bytes).is_err());
+        assert!(decode_blob(&k, BlobType::Data, e.compression, &other, text.len() as u32, &e.bytes, &NoDictionaries)
+            .is_err());
 
         let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         let mut noise = [0u8; 4096];
         getrandom::getrandom(&mut noise).unwrap();
         for data in [&random[..], &noise[..], &[][..]] {
             let id = k.blob_id(data);
-            let e = enc.encode(&k, BlobType::Tree, &id, data);
-            assert_eq!(decode_blob(&k, BlobType::Tree, e.compression, &id, data.len() as u32, &e.bytes).unwrap(), data);
+            let e = enc.encode(&k, BlobType::Tree, &id, data, None);
+            assert_eq!(
+                decode_blob(&k, BlobType::Tree, e.compression, &id, data.len() as u32, &e.bytes, &NoDictionaries)
+                    .unwrap(),
+                data
+            );
         }
         let id = k.blob_id(&noise);
-        assert_eq!(enc.encode(&k, BlobType::Data, &id, &noise).compression, Compression::None);
+        assert_eq!(enc.encode(&k, BlobType::Data, &id, &noise, None).compression, Compression::None);
+    }
+
+    struct OneDictionary(Id, std::sync::Arc<DecoderDictionary>);
+
+    impl Dictionaries for OneDictionary {
+        fn decoder(&self, id: &Id) -> Result<std::sync::Arc<DecoderDictionary>, String> {
+            if *id == self.0 {
+                Ok(self.1.clone())
+            } else {
+                Err("not found".into())
+            }
+        }
+    }
+
+    /// Rows of words from a vocabulary of 300: more than one chunk of
+    /// rows holds, as with documents, comments or logs.
+    fn document_rows(from: u64, count: u64) -> Vec<u8> {
+        let mut x = 0x5EED_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let words: Vec<String> =
+            (0..300).map(|_| (0..3 + next() % 7).map(|_| char::from(b'a' + (next() % 26) as u8)).collect()).collect();
+        for _ in 0..from {
+            next();
+        }
+        let mut out = Vec::new();
+        for i in from..from + count {
+            let body: Vec<&str> = (0..30).map(|_| words[(next() % 300) as usize].as_str()).collect();
+            out.extend_from_slice(
+                format!("{i}\tDocument {i}\t{}\t{{\"author\": \"user{}\"}}\n", body.join(" "), next() % 97).as_bytes(),
+            );
+        }
+        out
+    }
+
+    /// Small chunks of rows compress better with a dictionary trained on
+    /// other rows of the stream; the blob names the dictionary, and
+    /// decoding without it (or with another) fails instead of guessing.
+    #[test]
+    fn dictionary_blobs_round_trip_and_need_their_dictionary() {
+        let k = MasterKey::generate();
+        let train = |rows: &[u8]| {
+            let sizes: Vec<usize> = rows.split_inclusive(|b| *b == b'\n').map(|l| l.len()).collect();
+            zstd::dict::from_continuous(rows, &sizes, 16 << 10).unwrap()
+        };
+        let dict_bytes = train(&document_rows(0, 4000));
+        let dict_id = k.blob_id(&dict_bytes);
+        let dictionary = Dictionary::new(dict_id, &dict_bytes, 3).unwrap();
+        let decoder = std::sync::Arc::new(DecoderDictionary::new(&dict_bytes).unwrap());
+        let chunk = document_rows(10_000, 25);
+        let id = k.blob_id(&chunk);
+        let mut enc = BlobEncoder::new(3);
+        let plain = enc.encode(&k, BlobType::Data, &id, &chunk, None);
+        let with = enc.encode(&k, BlobType::Data, &id, &chunk, Some(&dictionary));
+        assert_eq!(with.compression, Compression::ZstdDictionary);
+        assert!(with.bytes.len() * 10 < plain.bytes.len() * 9, "{} vs {}", with.bytes.len(), plain.bytes.len());
+        let found = OneDictionary(dict_id, decoder);
+        let len = chunk.len() as u32;
+        assert_eq!(decode_blob(&k, BlobType::Data, with.compression, &id, len, &with.bytes, &found).unwrap(), chunk);
+        let err =
+            decode_blob(&k, BlobType::Data, with.compression, &id, len, &with.bytes, &NoDictionaries).unwrap_err();
+        assert!(err.to_string().contains(&format!("dictionary {}", dict_id.short())), "{err}");
+        let other_bytes = train(&document_rows(50_000, 4000));
+        let other = OneDictionary(dict_id, std::sync::Arc::new(DecoderDictionary::new(&other_bytes).unwrap()));
+        assert!(decode_blob(&k, BlobType::Data, with.compression, &id, len, &with.bytes, &other).is_err());
+        // The compression flag is authenticated: the payload cannot be
+        // passed off as a plain zstd frame.
+        assert!(decode_blob(&k, BlobType::Data, Compression::Zstd, &id, len, &with.bytes, &found).is_err());
+        // Incompressible chunks are stored raw, dictionary or not.
+        let mut noise = vec![0u8; 8192];
+        getrandom::getrandom(&mut noise).unwrap();
+        let nid = k.blob_id(&noise);
+        assert_eq!(enc.encode(&k, BlobType::Data, &nid, &noise, Some(&dictionary)).compression, Compression::None);
     }
 }

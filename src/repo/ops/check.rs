@@ -284,9 +284,15 @@ pub fn verify_pack(repo: &Repository, id: &Id) -> std::result::Result<usize, Pac
     for e in &entries {
         let start = e.offset as usize;
         let stored = &bytes[start..start + e.entry.length as usize];
-        if let Err(err) =
-            decode_blob(repo.key(), e.entry.blob_type, e.entry.compression, &e.entry.id, e.entry.raw_length, stored)
-        {
+        if let Err(err) = decode_blob(
+            repo.key(),
+            e.entry.blob_type,
+            e.entry.compression,
+            &e.entry.id,
+            e.entry.raw_length,
+            stored,
+            repo,
+        ) {
             damage.messages.push(format!("{} blob {}: {err}", e.entry.blob_type.name(), e.entry.id.short()));
             damage.blobs.push(e.entry.id);
         }

@@ -18,9 +18,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::super::archiver::{display_path, SnapshotMeta, SnapshotWriter};
+use super::super::archiver::{display_path, ContentSaver, SnapshotMeta, SnapshotWriter};
 use super::super::chunker::MAX_SCALE;
 use super::super::error::{Error, Result};
+use super::super::format::blob::{Compression, Dictionary};
 use super::super::format::config::{PROFILE_DEFAULT, PROFILE_LINES, PROFILE_SMALL};
 use super::super::format::snapshot::{CopiedFrom, Snapshot};
 use super::super::format::tree::{Node, NodeKind};
@@ -109,7 +110,8 @@ pub fn copy_snapshots(
         progress(src_id, stats.clone());
         let mut writer = SnapshotWriter::new(dst.clone(), stats.clone())?;
         let mut counts = (0u64, 0u64);
-        copy_tree(src, dst, &mut writer, &snap.tree, &mut Vec::new(), &memo, threads, &mut counts)?;
+        let mut files = Files { memo: &memo, dictionaries: HashMap::new(), counts: &mut counts };
+        copy_tree(src, dst, &mut writer, &snap.tree, &mut Vec::new(), &mut files, threads)?;
         let meta = SnapshotMeta {
             time: Some(snap.time),
             host: Some(snap.host.clone()),
@@ -205,16 +207,52 @@ fn guess_profile(src: &Repository, dst: &Repository, content: &[Id]) -> Result<(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What copying one snapshot's files keeps track of.
+struct Files<'a> {
+    memo: &'a Memo,
+    /// Source dictionary → the destination's copy, stored by this
+    /// snapshot's writer.
+    dictionaries: HashMap<Id, Arc<Dictionary>>,
+    /// Files read, files reused.
+    counts: &'a mut (u64, u64),
+}
+
+/// The destination's copy of the dictionary the source compressed a
+/// file's chunks with (named by its first chunk that has one), so the
+/// copy stores as little as the original. Chunks of one stream share one
+/// dictionary; a chunk deduplicated from another stream may name another,
+/// and is then compressed with this one in the copy.
+fn copy_dictionary(
+    src: &Repository,
+    saver: &ContentSaver,
+    content: &[Id],
+    copied: &mut HashMap<Id, Arc<Dictionary>>,
+) -> Result<Option<Arc<Dictionary>>> {
+    let first = {
+        let index = src.index();
+        content.iter().find(|id| index.get(id).is_some_and(|l| l.compression == Compression::ZstdDictionary)).copied()
+    };
+    let Some(source) = first.map(|blob| src.dictionary_of(&blob)).transpose()?.flatten() else { return Ok(None) };
+    if let Some(d) = copied.get(&source) {
+        return Ok(Some(d.clone()));
+    }
+    let bytes = src.read_dictionary(&source)?;
+    let prepared = saver
+        .prepare_dictionary(&bytes)
+        .ok_or_else(|| Error::Invalid(format!("dictionary {} cannot be used", source.short())))?;
+    let dictionary = saver.store_dictionary(bytes, prepared)?;
+    copied.insert(source, dictionary.clone());
+    Ok(Some(dictionary))
+}
+
 fn copy_tree(
     src: &Arc<Repository>,
     dst: &Repository,
     writer: &mut SnapshotWriter,
     tree: &Id,
     path: &mut Vec<Vec<u8>>,
-    memo: &Memo,
+    files: &mut Files,
     threads: usize,
-    counts: &mut (u64, u64),
 ) -> Result<()> {
     let t = src.read_tree(tree)?;
     for node in t.nodes {
@@ -224,23 +262,26 @@ fn copy_tree(
                 let subtree = node.subtree;
                 writer.add_dir(path.clone(), Node { subtree: None, ..node })?;
                 if let Some(sub) = subtree {
-                    copy_tree(src, dst, writer, &sub, path, memo, threads, counts)?;
+                    copy_tree(src, dst, writer, &sub, path, files, threads)?;
                 }
             }
             NodeKind::Symlink => writer.add_symlink(path.clone(), node)?,
             NodeKind::File => {
-                let known = memo
+                let known = files
+                    .memo
                     .get(&content_key(&node.content))
                     .filter(|(ids, size)| *size == node.size && ids.iter().all(|id| dst.index().contains(id)));
                 if let Some((ids, _)) = known {
-                    counts.1 += 1;
+                    files.counts.1 += 1;
                     writer.add_existing(path.clone(), Node { content: ids.clone(), ..node })?;
                 } else {
-                    counts.0 += 1;
+                    files.counts.0 += 1;
                     let label = display_path(path);
                     let (profile, scale) = guess_profile(src, dst, &node.content)?;
+                    let saver = writer.content_saver();
+                    let dictionary = copy_dictionary(src, &saver, &node.content, &mut files.dictionaries)?;
                     let stream = BlobStream::open(src.clone(), node.content.clone(), threads);
-                    let content = writer.content_saver().save_scaled(stream, profile, scale, &label, false)?;
+                    let content = saver.save_compressed_with(stream, profile, scale, dictionary, &label)?;
                     if content.size != node.size {
                         return Err(Error::Invalid(format!(
                             "{label}: read {} bytes from the source but the snapshot records {}",
@@ -284,5 +325,31 @@ mod tests {
         let node =
             store_file_with(&src, |w| w.content_saver().save(&data[..], PROFILE_DEFAULT, "rows", false).unwrap());
         assert_eq!(guess_profile(&src, &dst, &node.content).unwrap(), (PROFILE_DEFAULT, 0));
+    }
+
+    /// A file the source compressed with a dictionary is compressed with
+    /// the destination's copy of it, and reads back the same.
+    #[test]
+    fn dictionaries_are_copied_with_the_files_that_use_them() {
+        use crate::repo::format::blob::BlobType;
+        let (src, dst) = (memory_repo(), memory_repo());
+        let data = rows(20_000);
+        let sizes: Vec<usize> = data[..200_000].split_inclusive(|b| *b == b'\n').map(|l| l.len()).collect();
+        let trained = zstd::dict::from_continuous(&data[..sizes.iter().sum()], &sizes, 16 << 10).unwrap();
+        let node = store_file_with(&src, |w| {
+            let saver = w.content_saver();
+            let d = saver.store_dictionary(trained.clone(), saver.prepare_dictionary(&trained).unwrap()).unwrap();
+            saver.save_compressed_with(&data[..], PROFILE_LINES, 0, Some(d), "rows").unwrap()
+        });
+        assert!(src.dictionary_of(&node.content[0]).unwrap().is_some());
+        let (snapshots, _) = src.list_snapshots().unwrap();
+        let report = copy_snapshots(&src, &dst, &snapshots, 2, &|_, _| {}).unwrap();
+        let copy = dst.read_snapshot(&report.copied[0].copy).unwrap();
+        let copied = crate::repo::ops::walk::find_node(&dst, &copy.tree, &[b"f".to_vec()]).unwrap().unwrap();
+        let named = dst.dictionary_of(&copied.content[0]).unwrap().expect("compressed with a dictionary");
+        assert_eq!(dst.index().get(&named).unwrap().blob_type, BlobType::Dictionary);
+        assert_eq!(dst.read_dictionary(&named).unwrap(), trained);
+        let back: Vec<u8> = copied.content.iter().flat_map(|id| dst.read_blob(id).unwrap()).collect();
+        assert_eq!(back, data);
     }
 }

@@ -122,12 +122,16 @@ impl Reachable {
         self.bits[pos / 64] & (1 << (pos % 64)) != 0
     }
 
+    fn set(&mut self, pos: usize) {
+        self.bits[pos / 64] |= 1 << (pos % 64);
+    }
+
     /// Mark `id`; true when it was not marked before.
     fn mark(&mut self, index: &MasterIndex, id: &Id) -> Result<bool> {
         match index.loaded_position(id) {
             Some(pos) => {
                 let fresh = !self.is_set(pos);
-                self.bits[pos / 64] |= 1 << (pos % 64);
+                self.set(pos);
                 Ok(fresh)
             }
             None if index.contains(id) => Ok(self.recent.insert(*id)),
@@ -256,6 +260,14 @@ pub fn prune(
         walk_snapshot(repo, &mut reach, id, snap.tree, &mut |_| {})?;
     }
     drop(snapshots);
+    // Dictionaries stay whatever snapshots remain: a blob names its
+    // dictionary only inside its sealed payload, and a blob deduplicated
+    // into another stream (a renamed table) still needs the dictionary of
+    // the stream that first stored it. One per large table, reused by
+    // every later backup of it.
+    for pos in repo.index().loaded_dictionaries() {
+        reach.set(pos);
+    }
 
     // Per-pack use, from the loaded entries (the copies lookups resolve to).
     let pack_count = repo.index().pack_count();
@@ -499,7 +511,7 @@ fn repack(
                 for entry in copied.entries {
                     let stored = &copied.stored[at..at + entry.length as usize];
                     at += entry.length as usize;
-                    let b = &mut builders[entry.blob_type as usize];
+                    let b = &mut builders[entry.blob_type.pack_slot()];
                     b.push(repo, entry, stored, pack_size)?;
                     if b.len() >= pack_size {
                         let full = std::mem::take(b);
@@ -575,7 +587,7 @@ fn copy_blobs(repo: &Repository, pack: u32, blobs: &[Id]) -> Result<Copied> {
             let stored = run
                 .get(from..from + loc.length as usize)
                 .ok_or_else(|| Error::Invalid(format!("{} is shorter than its index says", pack_path(&name))))?;
-            decode_blob(repo.key(), loc.blob_type, loc.compression, id, loc.raw_length, stored).map_err(|e| {
+            decode_blob(repo.key(), loc.blob_type, loc.compression, id, loc.raw_length, stored, repo).map_err(|e| {
                 Error::Invalid(format!(
                     "{} blob {} in {} is damaged ({e}): nothing was deleted; run `snap check --read-data` and \
                      `snap repair snapshots`",

@@ -16,6 +16,9 @@ pub struct RepoStats {
     pub index_bytes: u64,
     pub data_blobs: u64,
     pub tree_blobs: u64,
+    pub dictionary_blobs: u64,
+    /// Stored bytes of the dictionaries.
+    pub dictionary_bytes: u64,
     /// Plaintext bytes of all unique blobs.
     pub unique_raw_bytes: u64,
     /// Stored (compressed, sealed) bytes of all unique blobs.
@@ -38,6 +41,10 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
         match loc.blob_type {
             BlobType::Data => s.data_blobs += 1,
             BlobType::Tree => s.tree_blobs += 1,
+            BlobType::Dictionary => {
+                s.dictionary_blobs += 1;
+                s.dictionary_bytes += loc.length as u64;
+            }
         }
         s.unique_raw_bytes += loc.raw_length as u64;
         s.unique_stored_bytes += loc.length as u64;
