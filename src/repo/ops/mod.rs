@@ -5,6 +5,7 @@ pub mod check;
 pub mod copy;
 pub mod create;
 pub mod diff;
+mod file_writer;
 pub mod forget;
 pub mod prune;
 pub mod repair;

@@ -6,7 +6,7 @@
 //! data cannot be read is removed rather than left half-written, reported,
 //! and the restore carries on with the rest.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -24,6 +24,7 @@ use super::super::reader::{for_each_blob_ordered, read_threads};
 use super::super::repository::Repository;
 use super::super::saver::WorkProgress;
 use super::super::sysinfo;
+use super::file_writer::FileWriter;
 use super::walk::{find_node, split_path, visit};
 
 pub struct RestoreOptions {
@@ -197,55 +198,25 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
 /// Files written at once when restoring from a remote repository.
 const FILES_IN_FLIGHT: usize = 4;
 
-/// Restored files are fsynced before restore reports success. Asking the
-/// kernel to start writing every few MiB as the file grows overlaps the
-/// disk with decoding, so the final fsync has little left to wait for.
-const WRITEBACK_EVERY: u64 = 8 << 20;
-
-fn start_writeback(f: &File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain syscall on an open descriptor; failure is harmless
-        // (the fsync at the end still makes the file durable).
-        unsafe {
-            libc::sync_file_range(f.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (f, offset, len);
-}
-
 fn restore_file(repo: &Repository, node: &Node, dest: &Path, threads: usize, progress: &WorkProgress) -> Result<u64> {
     clear_symlink(dest).map_err(|e| Error::io(dest.display(), e))?;
     if fs::symlink_metadata(dest).map(|m| m.is_dir()).unwrap_or(false) {
         fs::remove_dir_all(dest).map_err(|e| Error::io(dest.display(), e))?;
     }
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dest)
-        .map_err(|e| Error::io(dest.display(), e))?;
+    // Restored files are fsynced before restore reports success.
+    let mut f = FileWriter::create(dest, node.size).map_err(|e| Error::io(dest.display(), e))?;
     let mut written = 0u64;
-    let mut flushed = 0u64;
     let res = for_each_blob_ordered(repo, &node.content, threads, |data| {
-        f.write_all(&data).map_err(|e| Error::io(dest.display(), e))?;
+        f.write(&data).map_err(|e| Error::io(dest.display(), e))?;
         written += data.len() as u64;
         progress.add_bytes(data.len() as u64);
-        if written - flushed >= WRITEBACK_EVERY {
-            start_writeback(&f, flushed, written - flushed);
-            flushed = written;
-        }
         Ok(())
-    });
+    })
+    .and_then(|()| f.finish().map_err(|e| Error::io(dest.display(), e)));
     if let Err(e) = res {
-        drop(f);
         let _ = fs::remove_file(dest);
         return Err(e);
     }
-    f.sync_all().map_err(|e| Error::io(dest.display(), e))?;
-    drop(f);
     fs::set_permissions(dest, fs::Permissions::from_mode(node.mode)).map_err(|e| Error::io(dest.display(), e))?;
     set_owner(dest, node);
     set_times(dest, node).map_err(|e| Error::io(dest.display(), e))?;
