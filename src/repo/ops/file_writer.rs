@@ -65,7 +65,7 @@ impl FileWriter {
             // The tail is rarely a whole number of blocks: it is written
             // through the page cache, after the aligned part.
             let aligned = buffer.len / ALIGN * ALIGN;
-            write_all_direct(&mut self.file, &buffer.filled()[..aligned])?;
+            write_direct_or_buffered(&mut self.file, &buffer.filled()[..aligned])?;
             set_direct(&self.file, false)?;
             self.file.write_all(&buffer.filled()[aligned..])?;
         }
@@ -75,20 +75,12 @@ impl FileWriter {
 
     fn write_direct(&mut self) -> io::Result<()> {
         let Some(buffer) = self.direct.as_mut() else { return Ok(()) };
-        match write_all_direct(&mut self.file, buffer.filled()) {
-            Ok(()) => {
-                buffer.len = 0;
-                Ok(())
-            }
-            // A file system that takes O_DIRECT at open but not these
-            // writes: carry on through the page cache.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                let pending = self.direct.take().map(|b| b.filled().to_vec()).unwrap_or_default();
-                set_direct(&self.file, false)?;
-                self.file.write_all(&pending)
-            }
-            Err(e) => Err(e),
+        let direct = write_direct_or_buffered(&mut self.file, buffer.filled())?;
+        buffer.len = 0;
+        if !direct {
+            self.direct = None;
         }
+        Ok(())
     }
 
     fn write_buffered(&mut self, data: &[u8]) -> io::Result<()> {
@@ -112,22 +104,30 @@ fn open_direct(_options: &OpenOptions, _dest: &Path) -> Option<File> {
     None
 }
 
-/// Direct writes of an aligned length; a short write is finished through
-/// the page cache, since what is left is no longer aligned.
-fn write_all_direct(file: &mut File, mut data: &[u8]) -> io::Result<()> {
+/// Write `data` (of an aligned length) with direct I/O; whatever a file
+/// system that took O_DIRECT at open refuses (EINVAL), or leaves unaligned
+/// after a short write, goes through the page cache instead, after what
+/// was written. Whether the file is still in direct mode.
+fn write_direct_or_buffered(file: &mut File, mut data: &[u8]) -> io::Result<bool> {
     while !data.is_empty() {
         match file.write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) if n % ALIGN == 0 => data = &data[n..],
             Ok(n) => {
                 set_direct(file, false)?;
-                return file.write_all(&data[n..]);
+                file.write_all(&data[n..])?;
+                return Ok(false);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                set_direct(file, false)?;
+                file.write_all(data)?;
+                return Ok(false);
+            }
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn set_direct(file: &File, on: bool) -> io::Result<()> {
@@ -229,6 +229,23 @@ mod tests {
             }
             w.finish().unwrap();
             assert!(std::fs::read(&path).unwrap() == data[..size], "{size}");
+        }
+        // Where direct I/O is refused mid-file (here: a buffer at an odd
+        // address), the bytes go through the page cache, none twice.
+        if direct_works {
+            let path = dir.path().join("refused");
+            let mut file = open_direct(&probe, &path).unwrap();
+            let mut first = AlignedBuffer::new();
+            first.fill(&data[..ALIGN]);
+            assert!(write_direct_or_buffered(&mut file, first.filled()).unwrap());
+            // An odd address: `data` is allocated at least 2-aligned.
+            let misaligned = &data[1..1 + 2 * ALIGN];
+            assert!(!write_direct_or_buffered(&mut file, misaligned).unwrap());
+            file.write_all(b"tail").unwrap();
+            let mut want = data[..ALIGN].to_vec();
+            want.extend_from_slice(misaligned);
+            want.extend_from_slice(b"tail");
+            assert!(std::fs::read(&path).unwrap() == want);
         }
         // Truncates what was there.
         let path = dir.path().join("f1");
