@@ -8,7 +8,9 @@ use snap::repo::archiver::{SnapshotMeta, SnapshotWriter};
 use snap::repo::backend::MemoryBackend;
 use snap::repo::chunker::{Chunker, ChunkerParams, GearTables};
 use snap::repo::crypto::{KdfParams, MasterKey};
-use snap::repo::format::blob::{decode_blob, BlobEncoder, BlobType, NoDictionaries};
+use snap::repo::format::blob::{
+    decode_blob, BlobEncoder, BlobType, DecoderDictionary, Dictionaries, Dictionary, NoDictionaries,
+};
 use snap::repo::format::index::{IndexBlob, IndexFile, IndexPack};
 use snap::repo::format::snapshot::Source;
 use snap::repo::format::tree::{Node, NodeKind};
@@ -112,6 +114,8 @@ fn stages(c: &mut Criterion) {
     });
     g.finish();
 
+    table_rows(c, &key);
+
     // Index: lookups in a million-entry table.
     let mut idx = MasterIndex::new();
     let mut file = IndexFile::default();
@@ -137,6 +141,69 @@ fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("index");
     g.throughput(Throughput::Elements(10_000));
     g.bench_function("lookup_1m_entries", |b| b.iter(|| ids.iter().step_by(100).filter(|id| idx.contains(id)).count()));
+    g.finish();
+}
+
+/// `data` cut after the first line end at or past every `size` bytes.
+fn line_pieces(data: &[u8], size: usize) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let end = rest.iter().skip(size.min(rest.len() - 1)).position(|b| *b == b'\n');
+        let (piece, tail) = rest.split_at(end.map_or(rest.len(), |at| size.min(rest.len() - 1) + at + 1));
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+}
+
+/// Table rows in 6 KiB chunks, each compressed alone, without and with a
+/// dictionary trained on the stream's first 768 KiB (docs/FORMAT.md §8),
+/// and opened again.
+fn table_rows(c: &mut Criterion, key: &MasterKey) {
+    let rows = sample(8 << 20);
+    let chunks = line_pieces(&rows, 6 << 10);
+    let training = &rows[..768 << 10];
+    let sizes: Vec<usize> = line_pieces(training, 6 << 10).iter().map(|p| p.len()).collect();
+    let trained = zstd::dict::from_continuous(training, &sizes, 64 << 10).unwrap();
+    let dict_id = key.blob_id(&trained);
+    let dictionary = Dictionary::new(dict_id, &trained, 3).unwrap();
+    let decoder = Arc::new(DecoderDictionary::new(&trained).unwrap());
+    struct One(Id, Arc<DecoderDictionary>);
+    impl Dictionaries for One {
+        fn decoder(&self, id: &Id) -> Result<Arc<DecoderDictionary>, String> {
+            (*id == self.0).then(|| self.1.clone()).ok_or_else(|| "unknown".to_string())
+        }
+    }
+    let found = One(dict_id, decoder);
+    let mut g = c.benchmark_group("table_rows_6k");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(rows.len() as u64));
+    for (name, d) in [("compress_seal", None), ("compress_seal_dictionary", Some(&dictionary))] {
+        g.bench_function(name, |b| {
+            let mut enc = BlobEncoder::new(3);
+            b.iter(|| {
+                chunks.iter().map(|c| enc.encode(key, BlobType::Data, &Id([0; 32]), c, d).bytes.len()).sum::<usize>()
+            })
+        });
+    }
+    let mut enc = BlobEncoder::new(3);
+    let sealed: Vec<_> = chunks
+        .iter()
+        .map(|c| {
+            (key.blob_id(c), c.len() as u32, enc.encode(key, BlobType::Data, &key.blob_id(c), c, Some(&dictionary)))
+        })
+        .collect();
+    g.bench_function("open_decompress_verify_dictionary", |b| {
+        b.iter(|| {
+            sealed
+                .iter()
+                .map(|(id, len, e)| {
+                    decode_blob(key, BlobType::Data, e.compression, id, *len, &e.bytes, &found).unwrap().len()
+                })
+                .sum::<usize>()
+        })
+    });
     g.finish();
 }
 
