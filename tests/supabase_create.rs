@@ -389,7 +389,7 @@ fn very_compressible_tables_get_larger_chunks_that_stay_stable() {
 /// dictionary trained on other rows, while most of its chunks are still
 /// those the first dictionary compressed: with every earlier snapshot
 /// forgotten and pruned, both dictionaries stay, and the table reads back
-/// as its COPY.
+/// as its COPY, and restores into a fresh project row for row.
 #[test]
 fn large_text_tables_are_compressed_with_a_dictionary_that_prune_keeps() {
     let cluster = Cluster::fresh_project();
@@ -447,4 +447,10 @@ fn large_text_tables_are_compressed_with_a_dictionary_that_prune_keeps() {
     env.snap(&["check", "--read-data"]).ok();
     same_as_table(&env, "posts");
     env.snap(&["show", &third[..8]]).ok();
+
+    // And the rows load into a fresh project as they were.
+    let target = Cluster::fresh_project();
+    project_env(&env, &target, "postgres", &["restore", "latest", "--only", "db", "--yes"]).ok();
+    let query = "SELECT * FROM ONLY public.posts";
+    assert!(target.copy_out(query) == cluster.copy_out(query), "the restored table differs");
 }
