@@ -6,7 +6,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use snap::repo::archiver::{SnapshotMeta, SnapshotWriter};
 use snap::repo::backend::MemoryBackend;
-use snap::repo::chunker::{Chunker, ChunkerParams, GearTables};
+use snap::repo::chunker::{line_pieces, Chunker, ChunkerParams, GearTables};
 use snap::repo::crypto::{KdfParams, MasterKey};
 use snap::repo::format::blob::{
     decode_blob, BlobEncoder, BlobType, DecoderDictionary, Dictionaries, Dictionary, NoDictionaries,
@@ -142,19 +142,6 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Elements(10_000));
     g.bench_function("lookup_1m_entries", |b| b.iter(|| ids.iter().step_by(100).filter(|id| idx.contains(id)).count()));
     g.finish();
-}
-
-/// `data` cut after the first line end at or past every `size` bytes.
-fn line_pieces(data: &[u8], size: usize) -> Vec<&[u8]> {
-    let mut pieces = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        let end = rest.iter().skip(size.min(rest.len() - 1)).position(|b| *b == b'\n');
-        let (piece, tail) = rest.split_at(end.map_or(rest.len(), |at| size.min(rest.len() - 1) + at + 1));
-        pieces.push(piece);
-        rest = tail;
-    }
-    pieces
 }
 
 /// Table rows in 6 KiB chunks, each compressed alone, without and with a

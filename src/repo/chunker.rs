@@ -427,6 +427,25 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
     }
 }
 
+/// `data` in pieces of about `size` bytes, each ending at a line end
+/// (the last one where `data` ends), covering it exactly: samples of a
+/// line-oriented stream cut about as its chunks are, for trying out or
+/// training a compression dictionary.
+pub fn line_pieces(data: &[u8], size: usize) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let end = match memchr::memchr(b'\n', &rest[size.min(rest.len() - 1)..]) {
+            Some(at) => size.min(rest.len() - 1) + at + 1,
+            None => rest.len(),
+        };
+        let (piece, tail) = rest.split_at(end);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,5 +683,18 @@ mod tests {
         }
         assert!(after_start > 300, "{after_start}");
         assert!(stream.planned_chunks + 4 >= after_start as u64, "{} of {after_start}", stream.planned_chunks);
+    }
+
+    #[test]
+    fn line_pieces_end_at_line_ends_and_cover_the_data() {
+        let rows = crate::repo::test_support::vocabulary_rows(0, 300);
+        for size in [1, 100, 6 << 10, 1 << 20] {
+            let pieces = line_pieces(&rows, size);
+            assert_eq!(pieces.concat(), rows);
+            assert!(pieces.iter().all(|p| p.ends_with(b"\n")), "{size}");
+            assert!(pieces[..pieces.len() - 1].iter().all(|p| p.len() > size), "{size}");
+        }
+        assert_eq!(line_pieces(b"no line end", 4), [b"no line end"]);
+        assert!(line_pieces(b"", 4).is_empty());
     }
 }

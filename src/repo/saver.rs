@@ -223,18 +223,18 @@ impl BlobSaver {
     /// Store a tree blob. Its id is computed here so the caller can refer to
     /// it at once; storage happens in the background.
     pub fn save_tree(&self, bytes: Vec<u8>) -> Result<Id> {
-        let id = self.shared.repo.key().blob_id(&bytes);
-        self.send(Job { items: vec![bytes], blob_type: BlobType::Tree, id: Some(id), dictionary: None, reply: None })?;
-        Ok(id)
+        self.save_one(bytes, BlobType::Tree)
     }
 
     /// Store a dictionary blob, like a tree: its id at once, stored in the
     /// background, durable when `finish` returns.
     pub fn save_dictionary(&self, bytes: Vec<u8>) -> Result<Id> {
+        self.save_one(bytes, BlobType::Dictionary)
+    }
+
+    fn save_one(&self, bytes: Vec<u8>, blob_type: BlobType) -> Result<Id> {
         let id = self.shared.repo.key().blob_id(&bytes);
-        let job =
-            Job { items: vec![bytes], blob_type: BlobType::Dictionary, id: Some(id), dictionary: None, reply: None };
-        self.send(job)?;
+        self.send(Job { items: vec![bytes], blob_type, id: Some(id), dictionary: None, reply: None })?;
         Ok(id)
     }
 

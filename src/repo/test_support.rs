@@ -38,3 +38,28 @@ pub fn store_file_with(repo: &Arc<Repository>, save: impl FnOnce(&SnapshotWriter
     let (_, snap) = w.finish(meta).unwrap();
     walk::find_node(repo, &snap.tree, &[b"f".to_vec()]).unwrap().unwrap()
 }
+
+/// COPY rows of 40 words from a vocabulary of 300 (more than one chunk
+/// of rows holds), as documents, comments or logs are: `n` rows from row
+/// `from`, the same rows for the same arguments.
+pub fn vocabulary_rows(from: u64, n: u64) -> Vec<u8> {
+    let mut x = 0x5EED_u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let words: Vec<String> =
+        (0..300).map(|_| (0..3 + next() % 7).map(|_| char::from(b'a' + (next() % 26) as u8)).collect()).collect();
+    for _ in 0..from {
+        next();
+    }
+    let mut out = Vec::new();
+    for i in from..from + n {
+        let body: Vec<&str> = (0..40).map(|_| words[(next() % 300) as usize].as_str()).collect();
+        let meta = format!("{{\"author\": \"user{}\", \"version\": {}}}", next() % 997, next() % 5);
+        out.extend_from_slice(format!("{i}\tDocument {i}\t{}\t{meta}\n", body.join(" ")).as_bytes());
+    }
+    out
+}

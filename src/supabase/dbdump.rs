@@ -35,7 +35,7 @@ use super::error::{SupabaseError, SupabaseResult};
 use super::pgconn::{DbTarget, Route};
 use super::pgtools::{self, ChildStream, PgTool, RestrictFilter};
 use crate::repo::archiver::{Content, ContentSaver};
-use crate::repo::chunker::MAX_SCALE;
+use crate::repo::chunker::{line_pieces, MAX_SCALE};
 use crate::repo::format::blob::{compressed_size, Dictionary};
 use crate::repo::format::config::{PROFILE_LINES, PROFILE_SMALL};
 use crate::repo::Id;
@@ -700,23 +700,6 @@ fn table_dictionary(
     }
 }
 
-/// `data` in pieces of about `size` bytes, each ending at a line end
-/// (the last one where `data` ends), covering it exactly.
-fn line_pieces(data: &[u8], size: usize) -> Vec<&[u8]> {
-    let mut pieces = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        let end = match memchr::memchr(b'\n', &rest[size.min(rest.len() - 1)..]) {
-            Some(at) => size.min(rest.len() - 1) + at + 1,
-            None => rest.len(),
-        };
-        let (piece, tail) = rest.split_at(end);
-        pieces.push(piece);
-        rest = tail;
-    }
-    pieces
-}
-
 /// How much larger than the line profile's a table's chunks are cut:
 /// 4^k times. Chunks of 6 KiB that compress 50-fold store less data than
 /// the ~160 bytes each blob costs besides it, so `k` grows with how well
@@ -981,30 +964,6 @@ mod tests {
         assert_eq!(scale_for_ratio(500.0, Some(9)), 3);
     }
 
-    /// Rows of words from a small vocabulary, as documents, comments or
-    /// logs are: each row alone has little to compress against.
-    fn vocabulary_rows(from: u64, n: u64) -> Vec<u8> {
-        let mut x = 0x5EED_u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let words: Vec<String> =
-            (0..300).map(|_| (0..3 + next() % 7).map(|_| char::from(b'a' + (next() % 26) as u8)).collect()).collect();
-        for _ in 0..from {
-            next();
-        }
-        let mut out = Vec::new();
-        for i in from..from + n {
-            let body: Vec<&str> = (0..40).map(|_| words[(next() % 300) as usize].as_str()).collect();
-            let meta = format!("{{\"author\": \"user{}\", \"version\": {}}}", next() % 997, next() % 5);
-            out.extend_from_slice(format!("{i}\tDocument {i}\t{}\t{meta}\n", body.join(" ")).as_bytes());
-        }
-        out
-    }
-
     fn table(estimated_bytes: u64) -> Table {
         Table {
             schema: "public".into(),
@@ -1017,25 +976,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn line_pieces_end_at_line_ends_and_cover_the_data() {
-        let rows = vocabulary_rows(0, 300);
-        for size in [1, 100, 6 << 10, 1 << 20] {
-            let pieces = line_pieces(&rows, size);
-            assert_eq!(pieces.concat(), rows);
-            assert!(pieces.iter().all(|p| p.ends_with(b"\n")), "{size}");
-            assert!(pieces[..pieces.len() - 1].iter().all(|p| p.len() > size), "{size}");
-        }
-        assert_eq!(line_pieces(b"no line end", 4), [b"no line end"]);
-        assert!(line_pieces(b"", 4).is_empty());
-    }
-
     /// Large tables of text get a dictionary, which the next backup keeps;
     /// small tables, large chunks and data it does not shrink get none.
     #[test]
     fn large_text_tables_get_a_dictionary_that_later_backups_keep() {
         use crate::repo::format::blob::BlobType;
-        use crate::repo::test_support::{memory_repo, store_file_with};
+        use crate::repo::test_support::{memory_repo, store_file_with, vocabulary_rows};
         let repo = memory_repo();
         let rows = vocabulary_rows(0, 6000);
         let sample = &rows[..DICTIONARY_SAMPLE];

@@ -443,31 +443,6 @@ mod tests {
         }
     }
 
-    /// Rows of words from a vocabulary of 300: more than one chunk of
-    /// rows holds, as with documents, comments or logs.
-    fn document_rows(from: u64, count: u64) -> Vec<u8> {
-        let mut x = 0x5EED_u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let words: Vec<String> =
-            (0..300).map(|_| (0..3 + next() % 7).map(|_| char::from(b'a' + (next() % 26) as u8)).collect()).collect();
-        for _ in 0..from {
-            next();
-        }
-        let mut out = Vec::new();
-        for i in from..from + count {
-            let body: Vec<&str> = (0..30).map(|_| words[(next() % 300) as usize].as_str()).collect();
-            out.extend_from_slice(
-                format!("{i}\tDocument {i}\t{}\t{{\"author\": \"user{}\"}}\n", body.join(" "), next() % 97).as_bytes(),
-            );
-        }
-        out
-    }
-
     /// Small chunks of rows compress better with a dictionary trained on
     /// other rows of the stream; the blob names the dictionary, and
     /// decoding without it (or with another) fails instead of guessing.
@@ -478,11 +453,11 @@ mod tests {
             let sizes: Vec<usize> = rows.split_inclusive(|b| *b == b'\n').map(|l| l.len()).collect();
             zstd::dict::from_continuous(rows, &sizes, 16 << 10).unwrap()
         };
-        let dict_bytes = train(&document_rows(0, 4000));
+        let dict_bytes = train(&crate::repo::test_support::vocabulary_rows(0, 4000));
         let dict_id = k.blob_id(&dict_bytes);
         let dictionary = Dictionary::new(dict_id, &dict_bytes, 3).unwrap();
         let decoder = std::sync::Arc::new(DecoderDictionary::new(&dict_bytes).unwrap());
-        let chunk = document_rows(10_000, 25);
+        let chunk = crate::repo::test_support::vocabulary_rows(10_000, 25);
         let id = k.blob_id(&chunk);
         let mut enc = BlobEncoder::new(3);
         let plain = enc.encode(&k, BlobType::Data, &id, &chunk, None);
@@ -495,7 +470,7 @@ mod tests {
         let err =
             decode_blob(&k, BlobType::Data, with.compression, &id, len, &with.bytes, &NoDictionaries).unwrap_err();
         assert!(err.to_string().contains(&format!("dictionary {}", dict_id.short())), "{err}");
-        let other_bytes = train(&document_rows(50_000, 4000));
+        let other_bytes = train(&crate::repo::test_support::vocabulary_rows(50_000, 4000));
         let other = OneDictionary(dict_id, std::sync::Arc::new(DecoderDictionary::new(&other_bytes).unwrap()));
         assert!(decode_blob(&k, BlobType::Data, with.compression, &id, len, &with.bytes, &other).is_err());
         // The compression flag is authenticated: the payload cannot be
