@@ -240,7 +240,11 @@ fn open_with_password(
 
 fn kdf(memory: u32, iterations: Option<u32>) -> Result<KdfParams, CliError> {
     let p = match iterations {
-        Some(i) => KdfParams { memory_kib: memory, iterations: i, parallelism: 1 },
+        Some(i) => KdfParams {
+            memory_kib: memory,
+            iterations: i,
+            parallelism: KdfParams::default_lanes().min(memory / 8).max(1),
+        },
         None => KdfParams::tune(memory, Duration::from_millis(500)),
     };
     p.validate().map_err(CliError::usage)?;
