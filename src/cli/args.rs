@@ -244,7 +244,7 @@ pub struct InitArgs {
     /// Argon2id memory per key derivation, in KiB
     #[arg(long, default_value_t = 64 * 1024)]
     pub kdf_memory: u32,
-    /// Argon2id iterations (default: tuned to about half a second here)
+    /// Argon2id iterations (default: tuned to about 0.2 s of one core's work here)
     #[arg(long)]
     pub kdf_iterations: Option<u32>,
     /// Target pack size in MiB

@@ -245,7 +245,7 @@ fn kdf(memory: u32, iterations: Option<u32>) -> Result<KdfParams, CliError> {
             iterations: i,
             parallelism: KdfParams::default_lanes().min(memory / 8).max(1),
         },
-        None => KdfParams::tune(memory, Duration::from_millis(500)),
+        None => KdfParams::tune(memory, KdfParams::DEFAULT_WORK),
     };
     p.validate().map_err(CliError::usage)?;
     Ok(p)
