@@ -238,14 +238,19 @@ impl KdfMemory {
 
     fn new(count: usize) -> Option<KdfMemory> {
         let size = count.checked_mul(std::mem::size_of::<argon2::Block>())?.max(1);
-        let layout = std::alloc::Layout::from_size_align(size, Self::HUGE_PAGE).ok()?;
+        // Small memories (tests, weak keys) are not worth a huge page's
+        // alignment.
+        let align = if size >= Self::HUGE_PAGE { Self::HUGE_PAGE } else { std::mem::align_of::<argon2::Block>() };
+        let layout = std::alloc::Layout::from_size_align(size, align).ok()?;
         // SAFETY: layout has a non-zero size; the memory is zeroed (a valid
         // Block is any bit pattern) before a slice is made over it.
         unsafe {
             let raw = std::alloc::alloc(layout);
             let blocks = std::ptr::NonNull::new(raw.cast::<argon2::Block>())?;
-            // Advice only: without huge pages the memory still works.
-            libc::madvise(raw.cast(), size, libc::MADV_HUGEPAGE);
+            if align == Self::HUGE_PAGE {
+                // Advice only: without huge pages the memory still works.
+                libc::madvise(raw.cast(), size, libc::MADV_HUGEPAGE);
+            }
             raw.write_bytes(0, size);
             Some(KdfMemory { blocks, layout })
         }
@@ -262,9 +267,17 @@ impl AsMut<[argon2::Block]> for KdfMemory {
 }
 
 impl Drop for KdfMemory {
+    /// Wiped first: the blocks are derived from the password. One memset
+    /// (a few ms for 64 MiB; zeroize's byte-wise volatile writes take ten
+    /// times that), kept by `black_box` from being dropped as a dead store.
     fn drop(&mut self) {
-        // SAFETY: allocated in new with this layout.
-        unsafe { std::alloc::dealloc(self.blocks.as_ptr().cast(), self.layout) }
+        let raw = self.blocks.as_ptr().cast::<u8>();
+        // SAFETY: allocated in new with this layout, not used after this.
+        unsafe {
+            raw.write_bytes(0, self.layout.size());
+            std::hint::black_box(raw);
+            std::alloc::dealloc(raw, self.layout)
+        }
     }
 }
 
