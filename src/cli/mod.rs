@@ -240,11 +240,7 @@ fn open_with_password(
 
 fn kdf(memory: u32, iterations: Option<u32>) -> Result<KdfParams, CliError> {
     let p = match iterations {
-        Some(i) => KdfParams {
-            memory_kib: memory,
-            iterations: i,
-            parallelism: KdfParams::default_lanes().min(memory / 8).max(1),
-        },
+        Some(i) => KdfParams { memory_kib: memory, iterations: i, parallelism: KdfParams::default_lanes(memory) },
         None => KdfParams::tune(memory, KdfParams::DEFAULT_WORK),
     };
     p.validate().map_err(CliError::usage)?;

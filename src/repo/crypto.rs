@@ -174,8 +174,10 @@ impl KdfParams {
     /// lanes only let this machine spread one derivation over its cores
     /// (derive computes them in parallel). Opening such a key on a machine
     /// with fewer cores takes longer, never fails.
-    pub fn default_lanes() -> u32 {
-        std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4) as u32
+    pub fn default_lanes(memory_kib: u32) -> u32 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4) as u32;
+        // Argon2 needs at least 8 KiB per lane.
+        cores.min(memory_kib / 8).max(1)
     }
 
     /// Pick iterations at the given memory so that one derivation costs
@@ -206,8 +208,7 @@ impl KdfParams {
         }
         .max(std::time::Duration::from_micros(100));
         let iterations = (work.as_secs_f64() / pass.as_secs_f64()).round().clamp(3.0, 20.0) as u32;
-        let parallelism = Self::default_lanes().min(memory_kib / 8).max(1);
-        KdfParams { memory_kib, iterations, parallelism }
+        KdfParams { memory_kib, iterations, parallelism: Self::default_lanes(memory_kib) }
     }
 
     pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32], String> {
@@ -336,6 +337,10 @@ mod tests {
             let key = p.derive(b"correct horse", b"snap-kat-salt-16").unwrap();
             assert_eq!(hex::encode(key), hex, "{parallelism} lanes");
         }
+        // 4 MiB: the memory is huge-page aligned and advised.
+        let p = KdfParams { memory_kib: 4096, iterations: 1, parallelism: 2 };
+        let key = p.derive(b"correct horse", b"snap-kat-salt-16").unwrap();
+        assert_eq!(hex::encode(key), "26b8dfd94117b1c626edd4730f1991ec0422629274d71297db66b0b52edf147b");
     }
 
     #[test]
